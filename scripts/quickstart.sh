@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# README command 1: install, then run the offline quick-start (RPO on the shipped HH sample, SmolLM2-135M, CPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}
+exec .venv/bin/rpo_train --config configs/quickstart.yaml "$@"
