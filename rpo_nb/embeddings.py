@@ -78,6 +78,7 @@ class EmbeddingCache:
         self.table.update(zip(map(_text_key, texts), embeddings.float().cpu()))
         self.computed += len(texts)
         if self.file:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.file.with_suffix(f".tmp{torch.randint(1 << 30, ()).item()}")
             torch.save({"identity": self.identity, "keys": list(self.table),
                         "embeddings": torch.stack(list(self.table.values()))}, tmp)

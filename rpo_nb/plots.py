@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import torch
 
 # %% auto #0
-__all__ = ['weight_heatmaps']
+__all__ = ['CURVES', 'weight_heatmaps', 'read_metrics', 'ema', 'training_curves', 'margin_histograms', 'interval_bars']
 
 # %% ../nbs/06_plots.ipynb #315099bf
 def weight_heatmaps(mats: dict[str, torch.Tensor], ncols: int = 3, vmax: float | None = None) -> plt.Figure:
@@ -27,4 +27,74 @@ def weight_heatmaps(mats: dict[str, torch.Tensor], ncols: int = 3, vmax: float |
     for ax in list(axes.flat)[n:]: ax.axis("off")
     fig.colorbar(im, ax=axes, shrink=0.8, label="weight $W_{ij}$ (row sums to 1)")
     fig.suptitle("RPO prompt-similarity weights")
+    return fig
+
+# %% ../nbs/06_plots.ipynb #2ae2f04e
+def read_metrics(path: str | Path) -> list[dict]:
+    "The records of a metrics JSONL file."
+    with open(path) as f: return [json.loads(line) for line in f if line.strip()]
+
+def ema(values: list[float], alpha: float = 0.9) -> list[float]:
+    "Exponential moving average (bias-corrected, as TensorBoard's smoothing)."
+    out, acc, w = [], 0.0, 0.0
+    for v in values:
+        acc, w = alpha * acc + (1 - alpha) * v, alpha * w + (1 - alpha)
+        out.append(acc / w)
+    return out
+
+CURVES = [("loss", "loss", "loss (nats)"), ("rewards/margins", "reward margin", "β·log-ratio margin (nats)"),
+          ("rewards/accuracies", "reward accuracy", "share of pairs"),
+          ("rewards/chosen", "chosen / rejected rewards", "β·log-ratio (nats)")]
+
+def training_curves(runs: dict[str, str | Path | list[dict]] | str | Path, smooth: float = 0.9,
+                    title: str = "Training curves") -> plt.Figure:
+    "Loss, reward margin, accuracy and chosen/rejected rewards per step, for one run or several overlaid."
+    if not isinstance(runs, dict): runs = {"run": runs}
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6), constrained_layout=True)
+    for c, (name, recs) in enumerate(runs.items()):
+        recs = read_metrics(recs) if isinstance(recs, (str, Path)) else recs
+        color = f"C{c}"
+        for ax, (key, label, unit) in zip(axes, CURVES):
+            keys = [key] + (["rewards/rejected"] if key == "rewards/chosen" else [])
+            for k, style in zip(keys, ["-", "--"]):
+                pts = [(r["step"], r[k]) for r in recs if k in r and "step" in r]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, color=color, alpha=0.2, lw=1)
+                    ax.plot(xs, ema(list(ys), smooth), style, color=color, lw=2,
+                            label=f"{name}" + (f" ({k.split('/')[-1]})" if len(keys) > 1 else ""))
+                ev = [(r["step"], r["eval/" + k]) for r in recs if "eval/" + k in r]
+                if ev: ax.plot(*zip(*ev), "o", color=color, ms=6, mfc="white", label=f"{name} held-out" if style == "-" else None)
+            ax.set_title(label); ax.set_xlabel("optimizer step"); ax.set_ylabel(unit)
+    for ax in axes: ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8); axes[3].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+# %% ../nbs/06_plots.ipynb #feef5ea3
+def margin_histograms(margins: dict[str, torch.Tensor | list[float]], bins: int = 30,
+                      title: str = "Held-out reward margins") -> plt.Figure:
+    "Overlaid histograms of per-pair reward margins (e.g. before and after training)."
+    fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
+    vals = {k: torch.as_tensor(v, dtype=torch.float32).flatten() for k, v in margins.items()}
+    lo = min(float(v.min()) for v in vals.values()); hi = max(float(v.max()) for v in vals.values())
+    edges = torch.linspace(lo, hi if hi > lo else lo + 1e-3, bins + 1).tolist()
+    for k, v in vals.items():
+        ax.hist(v.numpy(), bins=edges, alpha=0.5, label=f"{k} (mean {v.mean():.3f}, {(v > 0).float().mean():.0%} > 0)")
+    ax.axvline(0, color="k", lw=1)
+    ax.set_xlabel("reward margin β·(a − b) (nats)"); ax.set_ylabel("pairs"); ax.set_title(title); ax.legend(fontsize=8)
+    return fig
+
+# %% ../nbs/06_plots.ipynb #8bc33d4f
+def interval_bars(rows: dict[str, tuple[float, float, float]], ylabel: str, title: str,
+                  reference: float | None = None) -> plt.Figure:
+    "Bars of value with [low, high] error bars per name; an optional dashed reference line (e.g. chance)."
+    names = list(rows)
+    vals, lows, highs = zip(*(rows[n] for n in names))
+    fig, ax = plt.subplots(figsize=(max(4, 1.1 * len(names) + 2), 3.6), constrained_layout=True)
+    ax.bar(names, vals, color=[f"C{i}" for i in range(len(names))], alpha=0.8,
+           yerr=[[v - l for v, l in zip(vals, lows)], [h - v for v, h in zip(vals, highs)]], capsize=4)
+    if reference is not None: ax.axhline(reference, ls="--", color="k", lw=1)
+    ax.set_ylabel(ylabel); ax.set_title(title); ax.tick_params(axis="x", rotation=30)
+    for lab in ax.get_xticklabels(): lab.set_horizontalalignment("right")
     return fig
