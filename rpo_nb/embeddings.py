@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from .data import cache_path
 
 # %% auto #0
-__all__ = ['DEFAULT_EMBEDDER', 'embedder_identity', 'resolve_embedder', 'load_embedder', 'EmbeddingCache', 'embedding_cache',
-           'embed_prompts', 'distance_weights', 'prompt_weights']
+__all__ = ['DEFAULT_EMBEDDER', 'embedder_identity', 'resolve_embedder', 'load_embedder', 'release_embedders', 'EmbeddingCache',
+           'embedding_cache', 'embed_prompts', 'distance_weights', 'prompt_weights']
 
 # %% ../nbs/01_embeddings.ipynb #8f9351f9
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -58,6 +58,12 @@ def load_embedder(name_or_path: str | Path = DEFAULT_EMBEDDER, device: str | Non
     return model
 
 # %% ../nbs/01_embeddings.ipynb #61423799
+def release_embedders():
+    "Forget the loaded embedders (their memory is freed once nothing else holds them)."
+    _loaded.clear()
+    if torch.cuda.is_available(): torch.cuda.empty_cache()
+
+# %% ../nbs/01_embeddings.ipynb #abe88b33
 def _text_key(text: str) -> str: return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 class EmbeddingCache:
@@ -88,7 +94,7 @@ class EmbeddingCache:
         "Stored embeddings of `texts`, in order, as one (len(texts), dim) tensor."
         return torch.stack([self.table[_text_key(t)] for t in texts])
 
-# %% ../nbs/01_embeddings.ipynb #3c7afc10
+# %% ../nbs/01_embeddings.ipynb #ec5227a6
 _caches: dict[tuple, EmbeddingCache] = {}
 
 def embedding_cache(model=DEFAULT_EMBEDDER, cache_dir: Path | str | bool | None = None) -> EmbeddingCache:
@@ -114,7 +120,7 @@ def embed_prompts(prompts: list[str], model=DEFAULT_EMBEDDER, batch_size: int = 
     if not prompts: return torch.zeros(0, 0)
     return cache(prompts)
 
-# %% ../nbs/01_embeddings.ipynb #1015a502
+# %% ../nbs/01_embeddings.ipynb #4d81899c
 def distance_weights(chosen_emb: torch.Tensor, rejected_emb: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
     "M×N weights: softmax over rejected items of −(1 − cosine similarity of the prompts)/τ; rows sum to 1."
     if tau <= 0: raise ValueError(f"tau must be positive, got {tau}")

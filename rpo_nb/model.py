@@ -47,8 +47,10 @@ def load_model(name_or_path: str | Path, quantization: str = "auto", dtype: str 
     dt = compute_dtype(device) if dtype == "auto" else (getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     kwargs = {"dtype": dt}
     if quantization == "nf4":
+        # storing the packed 4-bit weights in the compute dtype lets FSDP shard them (QLoRA + FSDP)
+        storage = {"bnb_4bit_quant_storage": dt} if str(device).startswith("cuda") else {}
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dt)
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dt, **storage)
     elif quantization == "int8": kwargs["quantization_config"] = transformers.BitsAndBytesConfig(load_in_8bit=True)
     elif quantization != "none": raise ValueError(f"quantization must be auto, nf4, int8 or none, not {quantization!r}")
     attn = _attention(attn_implementation, device)

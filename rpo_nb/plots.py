@@ -71,7 +71,7 @@ def training_curves(runs: dict[str, str | Path | list[dict]] | str | Path, smoot
     fig.suptitle(title)
     return fig
 
-# %% ../nbs/06_plots.ipynb #feef5ea3
+# %% ../nbs/06_plots.ipynb #fae3b875
 def margin_histograms(margins: dict[str, torch.Tensor | list[float]], bins: int = 30,
                       title: str = "Held-out reward margins") -> plt.Figure:
     "Overlaid histograms of per-pair reward margins (e.g. before and after training)."
@@ -85,7 +85,7 @@ def margin_histograms(margins: dict[str, torch.Tensor | list[float]], bins: int 
     ax.set_xlabel("reward margin β·(a − b) (nats)"); ax.set_ylabel("pairs"); ax.set_title(title); ax.legend(fontsize=8)
     return fig
 
-# %% ../nbs/06_plots.ipynb #8bc33d4f
+# %% ../nbs/06_plots.ipynb #7e22f537
 def interval_bars(rows: dict[str, tuple[float, float, float]], ylabel: str, title: str,
                   reference: float | None = None) -> plt.Figure:
     "Bars of value with [low, high] error bars per name; an optional dashed reference line (e.g. chance)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #757d85a1
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, json, math, os, random, shutil, sys, time, typing, warnings
+import argparse, contextlib, dataclasses, hashlib, json, math, os, random, shutil, sys, time, types, typing, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,16 +16,16 @@ from tqdm.auto import tqdm
 from .data import (SAMPLES, answer_text, balanced_batches, cache_path, load_chat_pairs, load_hh, load_tldr,
                          load_tokenizer, load_trl, length_grouped_batches, pack_sequences, pad_token_id, resolve_pretrained,
                          sample_path, split_by_prompt, to_unpaired, tokenize_preferences)
-from .embeddings import distance_weights, embed_prompts
+from .embeddings import distance_weights, embed_prompts, release_embedders
 from .losses import (cdpo_loss, dpo_loss, ipo_loss, kto_loss, preference_metrics, rpo_diagonal_loss, rpo_loss,
                            sft_loss)
 from .model import SequenceLogProbs, add_lora, compute_dtype, default_device, load_model, reference_mode, unwrap
 
 # %% auto #0
-__all__ = ['LOSSES', 'DATASETS', 'RunConfig', 'load_config', 'run_data', 'Items', 'make_items', 'batched_logps', 'reference_key',
-           'reference_logps', 'contrast_step', 'batch_loss', 'micro_batches', 'make_optimizer', 'make_scheduler',
-           'save_checkpoint', 'load_checkpoint', 'heldout_metrics', 'MetricsLog', 'train_stage', 'write_plots',
-           'merge_adapter', 'run', 'parse_overrides', 'main']
+__all__ = ['LOSSES', 'DATASETS', 'RunConfig', 'load_config', 'config_fields', 'run_data', 'Items', 'make_items', 'batched_logps',
+           'reference_key', 'reference_logps', 'contrast_step', 'batch_loss', 'micro_batches', 'make_optimizer',
+           'make_scheduler', 'save_checkpoint', 'load_checkpoint', 'heldout_metrics', 'MetricsLog', 'train_stage',
+           'write_plots', 'merge_adapter', 'run', 'parse_overrides', 'main']
 
 # %% ../nbs/04_train.ipynb #c3858f4f
 LOSSES = {"rpo": "paired", "rpo_diagonal": "paired", "dpo": "paired", "ipo": "paired", "cdpo": "paired",
@@ -52,6 +52,8 @@ class RunConfig:
     data_split: str = "train"           # split to read from the hub (local files have one)
     data_dir: str | None = None         # hub data_dir, e.g. harmless-base for Anthropic/hh-rlhf
     test_size: float = 0.1              # share of distinct prompts held out for evaluation
+    test_path: str | None = None        # held-out data from this file or hub id instead (same format; no split)
+    test_split: str = "test"            # split to read from the hub for test_path
     max_train_items: int | None = None  # cap on training pairs (or unpaired items) after the split
     max_test_items: int | None = None   # cap on held-out pairs
     strict_data: bool = False           # raise on the first bad row instead of skipping and reporting
@@ -119,7 +121,7 @@ def _coerce(name: str, value, hint):
     "A YAML or command-line value checked against a config field's type."
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if value is None and (type(None) in args): return None
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)): hint = next(a for a in args if a is not type(None))
+    if origin in (typing.Union, types.UnionType): hint = next(a for a in args if a is not type(None))
     if typing.get_origin(hint) is list:
         return [str(v) for v in (value if isinstance(value, list) else str(value).split(","))] if value != [] else []
     if hint is float and isinstance(value, int) and not isinstance(value, bool): return float(value)
@@ -143,17 +145,29 @@ def load_config(path: str | Path | None = None, **overrides) -> RunConfig:
     if unknown: raise ValueError(f"unknown config field(s) {unknown}; valid fields: {', '.join(hints)}")
     return RunConfig(**{k: _coerce(k, v, hints[k]) for k, v in values.items()})
 
-# %% ../nbs/04_train.ipynb #616caf5d
+# %% ../nbs/04_train.ipynb #23bf6b9f
+def config_fields() -> list[tuple[str, str, str, str]]:
+    "(name, type, default, comment) of every RunConfig field, from its source."
+    import inspect, re
+    try: src = inspect.getsource(RunConfig)
+    except OSError:   # a class defined in a notebook has no source file: read the installed module's
+        import rpo_nb.train
+        src = inspect.getsource(rpo_nb.train.RunConfig)
+    return [tuple(g.strip() for g in m.groups()) for m in re.finditer(r"^    (\w+): ([^=]+?) = (.+?)\s+# (.+)$", src, re.M)]
+
+# %% ../nbs/04_train.ipynb #0ea82642
 def run_data(cfg: RunConfig, tokenizer) -> dict:
     "Tokenised 'train' and 'test' splits of the configured data, shaped for the configured loss."
-    source = cfg.data_path or sample_path({"chat": "orca"}.get(cfg.dataset, cfg.dataset)) if cfg.dataset != "trl" or cfg.data_path else None
-    if source is None: raise ValueError("dataset 'trl' needs data_path")
+    if cfg.data_path: source = cfg.data_path
+    elif cfg.dataset == "trl": raise ValueError("dataset 'trl' needs data_path")
+    else: source = sample_path({"chat": "orca"}.get(cfg.dataset, cfg.dataset))
     kw = {"data_dir": cfg.data_dir} if cfg.dataset == "hh" and cfg.data_dir else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = DATASETS[cfg.dataset](source, split=cfg.data_split, strict=cfg.strict_data, **kw)
+        test = DATASETS[cfg.dataset](cfg.test_path, split=cfg.test_split, strict=cfg.strict_data, **kw) if cfg.test_path else None
     report = {"skipped_rows": getattr(ds, "skipped_rows", {}), "warnings": [str(w.message) for w in caught]}
-    parts = split_by_prompt(ds, cfg.test_size, cfg.seed)
+    parts = split_by_prompt(ds, cfg.test_size, cfg.seed) if test is None else {"train": ds, "test": test}
     out = {}
     for name, cap in [("train", cfg.max_train_items), ("test", cfg.max_test_items)]:
         part = parts[name].shuffle(seed=cfg.seed)
@@ -168,7 +182,7 @@ def run_data(cfg: RunConfig, tokenizer) -> dict:
     out["report"] = report
     return out
 
-# %% ../nbs/04_train.ipynb #0ea82642
+# %% ../nbs/04_train.ipynb #54de6625
 @dataclass
 class Items:
     "The units a run batches: pairs (two sequences), labelled answers or chosen answers (one sequence)."
@@ -195,7 +209,7 @@ def make_items(ds, kind: str) -> Items:
     return Items([[seq(r, "")] for r in rows], [r["prompt_text"] for r in rows],
                  [bool(r["label"]) for r in rows] if kind == "unpaired" else None, False)
 
-# %% ../nbs/04_train.ipynb #b05d6387
+# %% ../nbs/04_train.ipynb #f3bd71f8
 def _device_batch(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -222,7 +236,7 @@ def batched_logps(model, items: Items, batch_size: int, pad_id: int, accelerator
         results = merged
     return torch.stack([results[i] for i in range(len(items))]) if len(items) else torch.zeros(0, per_item)
 
-# %% ../nbs/04_train.ipynb #8fd4aa01
+# %% ../nbs/04_train.ipynb #2084a181
 def _file_digest(path: Path) -> str:
     h = hashlib.sha1()
     for f in sorted(Path(path).rglob("*.safetensors")) if Path(path).is_dir() else [Path(path)]:
@@ -254,7 +268,7 @@ def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=No
         tmp = file.with_suffix(f".tmp{os.getpid()}"); torch.save(ref, tmp); tmp.replace(file)
     return ref
 
-# %% ../nbs/04_train.ipynb #f3bd71f8
+# %% ../nbs/04_train.ipynb #dde45a7a
 def _rng_state() -> tuple:
     return torch.get_rng_state(), (torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
 
@@ -296,7 +310,7 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
         _set_rng_state(end)
     return {**metrics, "loss": loss.item()}
 
-# %% ../nbs/04_train.ipynb #d0444f2d
+# %% ../nbs/04_train.ipynb #a049cf06
 def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items, reference: torch.Tensor | None,
                embeddings: torch.Tensor | None, n_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     "Mean loss and metrics of the items `idx` given their policy log-probs (flat, item order)."
@@ -335,7 +349,7 @@ def micro_batches(items: Items, idx: list[int], size: int, pad_id: int, share_pr
         pos.append(torch.tensor([k * per + j for k in chunk for j in range(per)]))
     return mbs, pos
 
-# %% ../nbs/04_train.ipynb #e7246151
+# %% ../nbs/04_train.ipynb #2a632d70
 def make_optimizer(cfg: RunConfig, params, lr: float, device: str):
     "The configured optimiser over the trainable parameters."
     name = cfg.optimizer if cfg.optimizer != "auto" else ("paged_adamw_8bit" if str(device).startswith("cuda") else "adamw")
@@ -357,7 +371,7 @@ def make_scheduler(cfg: RunConfig, optimizer, total_steps: int):
         return 1 - frac if cfg.lr_scheduler == "linear" else 0.5 * (1 + math.cos(math.pi * frac))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-# %% ../nbs/04_train.ipynb #9d65fd84
+# %% ../nbs/04_train.ipynb #bc057f5f
 def _checkpoints(folder: Path) -> list[Path]:
     "Complete checkpoints, oldest first."
     return sorted((p for p in folder.glob("step-*") if (p / "state.json").exists() and not p.name.endswith(".tmp")),
@@ -393,7 +407,7 @@ def load_checkpoint(path: Path, policy, optimizer, scheduler, accelerator) -> di
     if rng["cuda"] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(rng["cuda"])
     return json.loads((path / "state.json").read_text())
 
-# %% ../nbs/04_train.ipynb #39d941ed
+# %% ../nbs/04_train.ipynb #90ccdbac
 def _epoch_batches(cfg: RunConfig, items: Items, global_batch: int, epoch: int) -> list[list[int]]:
     "The epoch's global contrast batches (full ones only): a pure function of seed and epoch."
     seed = cfg.seed * 1000 + epoch
@@ -421,7 +435,7 @@ def heldout_metrics(model, items: Items, reference: torch.Tensor, cfg: RunConfig
         m["rewards/ties"], spread = (cr[:, None] == rj[None, :]).float().mean().item(), rewards[:, 0]
     return {"eval/" + k: v for k, v in m.items()}, spread
 
-# %% ../nbs/04_train.ipynb #b054b6ea
+# %% ../nbs/04_train.ipynb #aca404fe
 class MetricsLog:
     "Step metrics to a JSONL file (main process) and, when asked and installed, to TensorBoard or W&B."
     def __init__(self, path: Path, cfg: RunConfig, main: bool, keep_until: int | None = None):
@@ -453,7 +467,7 @@ class MetricsLog:
     def close(self):
         for kind, w in self.writers: w.close() if kind == "tb" else w.finish()
 
-# %% ../nbs/04_train.ipynb #bc057f5f
+# %% ../nbs/04_train.ipynb #d9fb9ee5
 def _mean_metrics(records: list[dict]) -> dict:
     keys = {k for r in records for k, v in r.items() if isinstance(v, (int, float))}
     return {k: float(np.mean([r[k] for r in records if k in r])) for k in keys}
@@ -473,18 +487,19 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     scfg, lr, epochs, step_cap = _stage_settings(cfg, stage)
     kind, main, rank, world = LOSSES[scfg.loss], accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     pad_id = pad_token_id(tokenizer)
+    train_items = make_items(data["train"], kind)
+    test_items = make_items(data["test"], "paired" if "chosen_input_ids" in data["test"].column_names else "unpaired")
+    emb = None
+    if scfg.loss in ("rpo", "rpo_unpaired") and cfg.use_embeddings:   # before the model loads; the embedder is freed after
+        with accelerator.main_process_first():
+            emb = embed_prompts(train_items.prompts, cfg.embedder, cache_dir=Path(cfg.cache_dir) / "embeddings" if cfg.cache_dir else None)
+        release_embedders()
     set_seed(cfg.seed)
     base = load_model(cfg.model, cfg.quantization, cfg.dtype, str(accelerator.device), cfg.attn_implementation)
     policy = SequenceLogProbs(add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
                                        cfg.gradient_checkpointing, adapter=adapter))
-    train_items = make_items(data["train"], kind)
-    test_items = make_items(data["test"], "paired" if "chosen_input_ids" in data["test"].column_names else "unpaired")
     ref = reference_logps(policy, train_items, scfg, pad_id, adapter, accelerator) if kind != "sft" else None
     test_ref = reference_logps(policy, test_items, scfg, pad_id, adapter, accelerator)
-    emb = None
-    if scfg.loss in ("rpo", "rpo_unpaired") and cfg.use_embeddings:
-        with accelerator.main_process_first():
-            emb = embed_prompts(train_items.prompts, cfg.embedder, cache_dir=Path(cfg.cache_dir) / "embeddings" if cfg.cache_dir else None)
     n_tokens = train_items.n_tokens()
 
     B, accum = cfg.contrast_batch_size, cfg.gradient_accumulation_steps
@@ -496,6 +511,9 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = make_optimizer(scfg, params, lr, str(accelerator.device))
     scheduler = make_scheduler(scfg, optimizer, total)
+    if str(accelerator.distributed_type) == "DistributedType.DEEPSPEED" and cfg.contrast_batch_size > cfg.micro_batch_size:
+        raise ValueError("DeepSpeed runs its own backward and accumulation: use contrast_batch_size == micro_batch_size "
+                         "with DeepSpeed, or DDP/FSDP for contrast batches larger than memory")
     policy, optimizer = accelerator.prepare(policy, optimizer)
 
     ckpts, start = out / "checkpoints", 0
@@ -564,7 +582,7 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     if torch.cuda.is_available(): torch.cuda.empty_cache()
     return summary
 
-# %% ../nbs/04_train.ipynb #90ccdbac
+# %% ../nbs/04_train.ipynb #c9a0e330
 def _mixed_precision(cfg: RunConfig) -> str:
     if not torch.cuda.is_available(): return "no"
     dt = compute_dtype("cuda") if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
@@ -623,7 +641,7 @@ def run(cfg: RunConfig, resume: bool = False) -> dict:
     accelerator.wait_for_everyone()
     return results
 
-# %% ../nbs/04_train.ipynb #e6ba8d0e
+# %% ../nbs/04_train.ipynb #41db5497
 def parse_overrides(args: list[str]) -> dict:
     "`--key value` / `--key=value` pairs as config overrides (values read as YAML)."
     out, i = {}, 0
@@ -640,8 +658,10 @@ def parse_overrides(args: list[str]) -> dict:
 
 def main(argv: list[str] | None = None):
     "Entry point of `rpo_train`."
+    fields = "\n".join(f"  --{n} ({t}, default {d}): {c}" for n, t, d, c in config_fields())
     p = argparse.ArgumentParser(prog="rpo_train", description="Train a LoRA policy with RPO or a baseline loss.",
-                                epilog="Any RunConfig field can be overridden: --field value (see the training chapter).")
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"Any config field can be given or overridden as --field value (read as YAML):\n{fields}")
     p.add_argument("--config", help="YAML file of RunConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     p.add_argument("--merge", action="store_true", help="also write the adapter merged into the base model")
@@ -654,6 +674,6 @@ def main(argv: list[str] | None = None):
     except ValueError as e: raise SystemExit(f"rpo_train: {e}")
     run(cfg, resume=args.resume)
 
-# %% ../nbs/04_train.ipynb #41db5497
+# %% ../nbs/04_train.ipynb #acef5cd8
 #| eval: false
 if __name__ == "__main__": main()
