@@ -263,7 +263,8 @@ def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=No
     file = folder / f"{reference_key(cfg, items, adapter)}.pt"
     if file.exists(): return torch.load(file, weights_only=True)
     with reference_mode(model):
-        ref = batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt, desc="reference log-probs")
+        ref = batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt,
+                            desc="reference log-probs" if cfg.progress else None)
     if accelerator is None or accelerator.is_main_process:
         tmp = file.with_suffix(f".tmp{os.getpid()}"); torch.save(ref, tmp); tmp.replace(file)
     return ref
@@ -613,7 +614,8 @@ def _describe(m: dict) -> str:
 def run(cfg: RunConfig, resume: bool = False) -> dict:
     "Train as configured (SFT, preference or both stages) and write everything to `cfg.output_dir`."
     from accelerate import Accelerator
-    accelerator = Accelerator(mixed_precision=_mixed_precision(cfg))
+    # without CUDA, accelerate only joins the processes of `accelerate launch` (gloo) when told it runs on CPU
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(cfg))
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

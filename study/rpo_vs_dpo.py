@@ -1,6 +1,6 @@
 """Does RPO beat DPO here? A small study on real data (HH harmless sample, SmolLM2-135M-Instruct, LoRA, CPU).
 
-    python study/rpo_vs_dpo.py                 # the full study (about 2-3 hours on 2 CPU cores) -> study/results.json
+    python study/rpo_vs_dpo.py                 # the full study (about 1-1.5 hours on 2 CPU cores) -> study/results.json
     python study/rpo_vs_dpo.py --reduced       # a few minutes: the same pipeline at toy scale -> study/results_reduced.json
 
 Per seed: SFT on the chosen answers, then every method from the SFT adapter (which is also its reference) with
@@ -28,7 +28,7 @@ METHODS = {
     "RPO τ=0.5, B=32": dict(loss="rpo", tau=0.5, contrast_batch_size=32, gradient_accumulation_steps=1),
 }
 SCALES = {
-    "full": dict(train=384, test=128, judge_train=512, samples=48, new_tokens=64, seeds=[0, 1], lr=3e-4, judge_lr=3e-4),
+    "full": dict(train=160, test=128, judge_train=256, samples=24, new_tokens=40, seeds=[0], lr=3e-4, judge_lr=3e-4),
     "reduced": dict(train=64, test=16, judge_train=64, samples=4, new_tokens=16, seeds=[0], lr=3e-4, judge_lr=3e-4),
 }
 
@@ -56,7 +56,8 @@ def curve(run_dir: Path) -> list[dict]:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reduced", action="store_true")
-    p.add_argument("--work", default=None, help="folder for runs (default: a temporary folder, removed at the end)")
+    p.add_argument("--work", default=None, help="folder for runs, kept; run again with the same folder to resume "
+                   "(finished runs are skipped). Default: a temporary folder, removed at the end")
     a = p.parse_args()
     scale_name = "reduced" if a.reduced else "full"
     S = SCALES[scale_name]
@@ -77,8 +78,8 @@ def main():
 
     # the judge: DPO on the judge pool, from the base model; its held-out accuracy says how far to trust it
     judge_dir = work / "judge"
-    run(load_config(**common, data_path=pools["judge"], max_train_items=S["judge_train"], loss="dpo",
-                    learning_rate=S["judge_lr"], num_epochs=1.0, output_dir=str(judge_dir), seed=0))
+    run(load_config(**dict(common, data_path=pools["judge"], max_train_items=S["judge_train"], loss="dpo",
+                           learning_rate=S["judge_lr"], num_epochs=1.0, output_dir=str(judge_dir), seed=0)), resume=True)
     judge_report = run_report(judge_dir)["after"]
     judge = ImplicitRewardJudge(MODEL, judge_dir / "adapter", beta=0.1, max_length=256, max_prompt_length=160, batch_size=16)
     log("judge held-out accuracy", judge_report["accuracy"])
@@ -87,12 +88,12 @@ def main():
     for seed in S["seeds"]:
         base = dict(common, data_path=pools["methods"], max_train_items=S["train"], seed=seed, num_epochs=1.0)
         sft_dir = work / f"seed{seed}" / "sft"
-        run(load_config(**base, stage="sft", output_dir=str(sft_dir)))
+        run(load_config(**dict(base, stage="sft", output_dir=str(sft_dir))), resume=True)
         results["SFT"][seed] = {"after": run_report(sft_dir)["after"], "curve": curve(sft_dir)}
         log(f"seed {seed}: SFT done")
         for name, over in METHODS.items():
             d = work / f"seed{seed}" / name.replace(" ", "_").replace("=", "").replace(",", "").replace("τ", "tau")
-            run(load_config(**dict(base, **over), sft_adapter=str(sft_dir / "adapter"), output_dir=str(d)))
+            run(load_config(**dict(base, **over, sft_adapter=str(sft_dir / "adapter"), output_dir=str(d))), resume=True)
             rep = run_report(d)
             results[name][seed] = {"before": rep["before"], "after": rep["after"], "curve": curve(d)}
             log(f"seed {seed}: {name} accuracy {rep['after']['accuracy']:.3f}")

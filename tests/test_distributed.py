@@ -57,4 +57,5 @@ def test_rpo_train_under_accelerate_launch_with_two_processes(tmp_path):
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4 + 2                       # written once (main process), not once per process
+    assert r.stdout.count("adapter:") == 1           # one run of two processes, not two single-process runs
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
