@@ -48,9 +48,14 @@ def write_pools(folder: Path, seed: int = 0) -> dict:
     return {k: str(v) for k, v in files.items()}
 
 
-def curve(run_dir: Path) -> list[dict]:
+def run_dir(work: Path, seed: int, name: str) -> Path:
+    "A method's output folder, its name made file-safe ('RPO τ=0.5, B=32' -> seed0/RPO_tau0.5_B32)."
+    return work / f"seed{seed}" / ("sft" if name == "SFT" else name.replace(" ", "_").replace("=", "").replace(",", "").replace("τ", "tau"))
+
+
+def curve(folder: Path) -> list[dict]:
     keys = ("step", "loss", "rewards/margins", "rewards/accuracies", "eval/rewards/accuracies", "eval/rewards/margins")
-    return [{k: r[k] for k in keys if k in r} for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
+    return [{k: r[k] for k in keys if k in r} for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
 
 
 def main():
@@ -63,7 +68,7 @@ def main():
     S = SCALES[scale_name]
     warnings.simplefilter("ignore")
     from rpo_nb.data import answer_text, load_tokenizer, prompt_text
-    from rpo_nb.eval import ImplicitRewardJudge, load_trained, margin_report, run_report, sample_answers, win_rate
+    from rpo_nb.eval import ImplicitRewardJudge, load_trained, run_report, sample_answers, wilson_interval, win_rate
     from rpo_nb.train import load_config, run, run_data
     t_start = time.time()
     work = Path(a.work) if a.work else Path(__import__("tempfile").mkdtemp(prefix="rpo_study_"))
@@ -87,12 +92,12 @@ def main():
     results = {name: {} for name in ["SFT"] + list(METHODS)}
     for seed in S["seeds"]:
         base = dict(common, data_path=pools["methods"], max_train_items=S["train"], seed=seed, num_epochs=1.0)
-        sft_dir = work / f"seed{seed}" / "sft"
+        sft_dir = run_dir(work, seed, "SFT")
         run(load_config(**dict(base, stage="sft", output_dir=str(sft_dir))), resume=True)
         results["SFT"][seed] = {"after": run_report(sft_dir)["after"], "curve": curve(sft_dir)}
         log(f"seed {seed}: SFT done")
         for name, over in METHODS.items():
-            d = work / f"seed{seed}" / name.replace(" ", "_").replace("=", "").replace(",", "").replace("τ", "tau")
+            d = run_dir(work, seed, name)
             run(load_config(**dict(base, **over, sft_adapter=str(sft_dir / "adapter"), output_dir=str(d))), resume=True)
             rep = run_report(d)
             results[name][seed] = {"before": rep["before"], "after": rep["after"], "curve": curve(d)}
@@ -101,7 +106,7 @@ def main():
         test = run_data(load_config(**base), tok)["test"].select(range(S["samples"]))
         prompts, chosen = list(test["prompt"]), [answer_text(c) for c in test["chosen"]]
         for name in results:
-            d = sft_dir if name == "SFT" else work / f"seed{seed}" / name.replace(" ", "_").replace("=", "").replace(",", "").replace("τ", "tau")
+            d = run_dir(work, seed, name)
             model = load_trained(MODEL, d / "adapter")
             answers = sample_answers(model, tok, prompts, max_new_tokens=S["new_tokens"], batch_size=8, seed=seed)
             verdicts = judge(prompts, answers, chosen)
@@ -117,7 +122,6 @@ def main():
         margins = [r["after"]["margin"] for r in per_seed.values()]
         wins = [v for r in per_seed.values() for v in (["win"] * r["win"]["wins"] + ["loss"] * r["win"]["losses"] +
                                                        ["tie"] * r["win"]["ties"] + [None] * r["win"]["no_verdict"])]
-        from rpo_nb.eval import wilson_interval
         lo, hi = wilson_interval(k, n)
         summary[name] = {"accuracy": k / n, "accuracy_low": lo, "accuracy_high": hi, "accuracy_by_seed": accs,
                          "margin": statistics.mean(margins), "margin_by_seed": margins, **{f"win_{x}": y for x, y in win_rate(wins).items()}}
