@@ -482,9 +482,13 @@ def _stage_settings(cfg: RunConfig, stage: str) -> tuple[RunConfig, float, float
 def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
                 adapter: str | Path | None = None, resume: bool = False) -> dict:
     "Train one stage ('sft' or 'pref') into out/adapter; returns the held-out metrics before and after."
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
     done = out / "done.json"
     if resume and done.exists(): return json.loads(done.read_text())
+    # checked before any data or model work: DeepSpeed owns the backward pass
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.contrast_batch_size > cfg.micro_batch_size:
+        raise ValueError("DeepSpeed runs its own backward and accumulation: use contrast_batch_size == micro_batch_size "
+                         "with DeepSpeed, or DDP/FSDP for contrast batches larger than memory")
     scfg, lr, epochs, step_cap = _stage_settings(cfg, stage)
     kind, main, rank, world = LOSSES[scfg.loss], accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     pad_id = pad_token_id(tokenizer)
@@ -512,9 +516,6 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = make_optimizer(scfg, params, lr, str(accelerator.device))
     scheduler = make_scheduler(scfg, optimizer, total)
-    if str(accelerator.distributed_type) == "DistributedType.DEEPSPEED" and cfg.contrast_batch_size > cfg.micro_batch_size:
-        raise ValueError("DeepSpeed runs its own backward and accumulation: use contrast_batch_size == micro_batch_size "
-                         "with DeepSpeed, or DDP/FSDP for contrast batches larger than memory")
     policy, optimizer = accelerator.prepare(policy, optimizer)
 
     ckpts, start = out / "checkpoints", 0
