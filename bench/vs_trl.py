@@ -70,10 +70,12 @@ def trl_worker(cfg: dict, precompute: bool) -> dict:
                             "chosen": [answer_text(c) for c in rows["chosen"]], "rejected": [answer_text(r) for r in rows["rejected"]]})
     model = load_model(src, cfg["quantization"])
     cuda = torch.cuda.is_available()
+    from rpo_nb.model import compute_dtype
+    dt = compute_dtype("cuda") if cuda else torch.float32   # the same precision as the rpo_nb workers
     args = DPOConfig(output_dir=os.environ["RPO_NB_BENCH_TMP"], per_device_train_batch_size=cfg["batch"], gradient_accumulation_steps=1,
                      learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0, max_steps=cfg["pairs"] // cfg["batch"],
                      logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[], beta=BETA, max_length=cfg["max_length"],
-                     gradient_checkpointing=True, bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not cuda,
+                     gradient_checkpointing=True, bf16=dt == torch.bfloat16, fp16=dt == torch.float16, use_cpu=not cuda,
                      optim="adamw_torch", max_grad_norm=MAX_GRAD_NORM, precompute_ref_log_probs=precompute,
                      precompute_ref_batch_size=16, seed=0, dataloader_num_workers=0, disable_tqdm=True)
     steps, one_time = [], {}
@@ -118,7 +120,10 @@ def rpo_nb_worker(cfg: dict, loss: str) -> dict:
     rc = load_config(model=src, loss=loss, beta=BETA, micro_batch_size=cfg["batch"], quantization=cfg["quantization"],
                      gradient_checkpointing=True, lora_dropout=0.0, optimizer="adamw", learning_rate=LR,
                      max_grad_norm=MAX_GRAD_NORM, max_length=cfg["max_length"], cache_dir=str(tmp / "cache"), eval_batch_size=16)
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
+    from rpo_nb.model import compute_dtype
+    # the package's own choice: bf16 from Ampere on, fp16 (with loss scaling) on a T4 or V100, none on CPU
+    amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype("cuda") if torch.cuda.is_available() else torch.float32, "no")
+    accelerator = Accelerator(mixed_precision=amp)
     items, pid, one_time = make_items(rows, "paired"), pad_token_id(tok), {}
     emb = None
     if loss == "rpo":   # before the language model is loaded, and released after: the two never share memory

@@ -11,11 +11,11 @@ from accelerate import Accelerator
 from rpo_nb.data import TINY_MODEL, load_tokenizer, pad_token_id
 from rpo_nb.embeddings import embed_prompts
 from rpo_nb.model import SequenceLogProbs, add_lora, load_model
-from rpo_nb.train import batch_loss, contrast_step, load_config, make_items, micro_batches, run_data
+from rpo_nb.train import batch_loss, contrast_step, kto_reference_point, load_config, make_items, micro_batches, run_data
 
 p = argparse.ArgumentParser()
 p.add_argument("--out", required=True)
-p.add_argument("--losses", default="rpo,rpo_unpaired,dpo")
+p.add_argument("--losses", default="rpo,rpo_unpaired,dpo,kto")
 p.add_argument("--batch", type=int, default=8)       # global contrast batch
 p.add_argument("--micro", type=int, default=2)
 p.add_argument("--per_device", action="store_true")
@@ -38,7 +38,7 @@ def step(loss: str, idx: list[int], global_contrast: bool) -> dict:
     "LoRA gradients (averaged over processes) and the loss of one contrast step over `idx`."
     cfg = load_config(model=TINY_MODEL, loss=loss, max_length=128, max_prompt_length=96, max_train_items=32, max_test_items=8,
                       global_contrast=global_contrast)
-    items = make_items(run_data(cfg, tok)["train"], "unpaired" if loss == "rpo_unpaired" else "paired")
+    items = make_items(run_data(cfg, tok)["train"], "unpaired" if loss in ("rpo_unpaired", "kto") else "paired")
     emb = embed_prompts(items.prompts).double() if loss.startswith("rpo") else None
     reference = torch.linspace(-80, -20, len(items) * (2 if items.paired else 1), dtype=torch.float64).reshape(len(items), -1)
     B = len(idx) // acc.num_processes
@@ -46,7 +46,10 @@ def step(loss: str, idx: list[int], global_contrast: bool) -> dict:
     loss_idx = idx if global_contrast else local
     acc.unwrap_model(policy).zero_grad()
     mbs, pos = micro_batches(items, local, args.micro, pad_token_id(tok), device=acc.device)
-    out = contrast_step(policy, mbs, pos, lambda lp: batch_loss(cfg, lp, loss_idx, items, reference, emb), acc, global_contrast)
+    # KTO's reference point from mismatched pairs of the global batch, gathered over the processes
+    z = kto_reference_point(policy, items, idx, cfg, pad_token_id(tok), acc) if loss == "kto" else None
+    out = contrast_step(policy, mbs, pos, lambda lp: batch_loss(cfg, lp, loss_idx, items, reference, emb, None, z), acc,
+                        global_contrast)
     return {"grads": {n: w.grad.detach().clone() for n, w in acc.unwrap_model(policy).named_parameters() if w.requires_grad},
             "loss": out["loss"]}
 

@@ -14,8 +14,20 @@ def test_vs_trl_quick_configuration(tmp_path):
     res = json.loads((tmp_path / "vs_trl_quick.json").read_text())
     assert {row["system"] for row in res["rows"]} == {"trl", "trl_precompute", "rpo_nb_dpo", "rpo_nb_rpo"}
     raw = res["raw"]
-    assert raw["trl"][0]["trl_tokens"] == raw["rpo_nb_dpo"][0]["tokens"]          # both sides saw the same tokens
-    assert abs(raw["trl"][0]["loss_first"] - raw["rpo_nb_dpo"][0]["loss_first"]) < 1e-3   # and the same first DPO loss (log 2)
+    tokens = raw["rpo_nb_dpo"][0]["tokens"]
+    assert len(tokens) == 16 // 4 and all(t > 0 for t in tokens)
+    for system, runs in raw.items():   # every system, every round: the same tokens in the same batches
+        for r in runs:
+            assert r["tokens"] == tokens, system
+            if system.startswith("trl"): assert r["trl_tokens"] == tokens, system   # as TRL itself tokenised them
+    for system in ("trl", "trl_precompute", "rpo_nb_rpo"):   # and the same first DPO loss (log 2; RPO's too at step 0)
+        assert abs(raw[system][0]["loss_first"] - raw["rpo_nb_dpo"][0]["loss_first"]) < 1e-3, system
+    import math
+    for row in res["rows"]:
+        for k in ("epoch_s", "median_step_s", "tokens_per_s", "peak_mb"):
+            assert math.isfinite(row[k]) and row[k] > 0, (row["system"], k, row[k])
+    for k in ("ratio_step_time", "ratio_epoch_time", "ratio_peak_mem", "ratio_rpo_over_dpo_step"):
+        assert math.isfinite(res["ratios"][k]) and res["ratios"][k] > 0, k
     assert (tmp_path / "vs_trl_quick.md").exists()
 
 
@@ -25,4 +37,6 @@ def test_contrast_batch_benchmark_runs(tmp_path):
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-4000:]
     res = json.loads((tmp_path / "contrast_batch.json").read_text())
-    assert set(res["ratios"]) == {"time", "peak_memory", "step_memory"} and res["ratios"]["time"] > 0
+    assert set(res["ratios"]) == {"time", "peak_memory", "step_memory"}
+    import math
+    assert all(math.isfinite(v) and v > 0 for v in res["ratios"].values()), res["ratios"]

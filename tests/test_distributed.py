@@ -8,7 +8,7 @@ import torch
 HERE = Path(__file__).parent
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
           "--mixed_precision", "no", "--dynamo_backend", "no"]
-LOSSES = ["rpo", "rpo_unpaired", "dpo"]
+LOSSES = ["rpo", "rpo_unpaired", "dpo", "kto"]
 
 
 def launch(out: Path, *args: str, processes: int = 1) -> dict:
@@ -59,3 +59,17 @@ def test_rpo_train_under_accelerate_launch_with_two_processes(tmp_path):
     assert len(lines) == 4 + 2                       # written once (main process), not once per process
     assert r.stdout.count("adapter:") == 1           # one run of two processes, not two single-process runs
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+
+
+@pytest.mark.parametrize("global_contrast", ["true", "false"])
+def test_a_nan_loss_on_one_process_skips_the_step_everywhere_without_a_hang(tmp_path, global_contrast):
+    root = HERE.parent
+    cmd = LAUNCH + [str(HERE / "nan_on_one_rank.py"), "--config", str(root / "configs" / "tiny.yaml"),
+                    "--output_dir", str(tmp_path / "run"), "--cache_dir", str(tmp_path / "cache"), "--max_steps", "3",
+                    "--micro_batch_size", "2", "--contrast_batch_size", "4", "--global_contrast", global_contrast,
+                    "--progress", "false", "--plots", "false"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)   # a hang would end here as a timeout
+    assert r.returncode == 0, r.stderr[-4000:]
+    import json
+    recs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
+    assert [x["skipped"] for x in recs] == [0, 1, 0]

@@ -28,7 +28,7 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in ci
     quick = (ROOT / "scripts" / "quickstart.sh").read_text()
-    assert "scripts/install.sh" in quick and "configs/quickstart.yaml" in quick
+    assert "scripts/install.sh" in quick and "--config quickstart" in quick
     assert "scripts/install.sh" in (ROOT / "scripts" / "test.sh").read_text()
 
 
