@@ -17,6 +17,8 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+# Colab: what the chapters' own test cells need on top of the package, on Colab's torch (see tests/test_colab.py)
+colab_requirements = shlex.split(cfg.get('colab_requirements', ''))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
 package_data = {cfg['lib_name']: cfg.get('package_data', '').split()} if cfg.get('package_data') else {}
@@ -36,7 +38,7 @@ setuptools.setup(
     include_package_data=True,
     package_data=package_data,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'colab': colab_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

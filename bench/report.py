@@ -36,13 +36,16 @@ the M×N contrast, is well under a millisecond: its step equals DPO's within noi
 
 def main():
     parts = [HEADER]
-    for name, title in [("vs_trl_reference.md", None), ("vs_trl_gpu.md", None), ("contrast_batch.md", None)]:
+    for name in ["vs_trl_reference.md", "vs_trl_gpu.md", "vs_trl_reference_gpu.md", "contrast_batch.md", "scale.md", "merge_memory.md"]:
         f = HERE / "results" / name
-        if f.exists(): parts.append(f.read_text().replace("## ", "## ", 1) + "\n")
+        if f.exists():
+            text = f.read_text()
+            parts.append((text if text.startswith("## ") else f"## {name.removesuffix('.md').replace('_', ' ')}\n\n{text}") + "\n")
         elif name == "vs_trl_gpu.md":
             parts.append("## vs TRL: `gpu`\n\nNot measured yet: the machines this was developed on had no GPU. "
-                         "`python bench/vs_trl.py --config gpu` measures it (tokens/s, and whether a 7B-architecture "
-                         "model in 4-bit trains at 512 tokens within 16 GB).\n\n")
+                         "`bash scripts/gpu_check.sh` measures it on any machine with one GPU, offline, in about 10 minutes "
+                         "(the `gpu` and `reference` configurations, the `cuda` notebook cells, and the T4 recipe in fp16 on a "
+                         "random 7B), and writes the figures to `bench/results/`.\n\n")
     out = HERE.parent / "nbs" / "benchmarks.md"
     out.write_text("".join(parts))
     print("wrote", out)

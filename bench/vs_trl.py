@@ -69,6 +69,7 @@ def trl_worker(cfg: dict, precompute: bool) -> dict:
     ds = Dataset.from_dict({"prompt": [format_prompt(p, tok) for p in rows["prompt"]],
                             "chosen": [answer_text(c) for c in rows["chosen"]], "rejected": [answer_text(r) for r in rows["rejected"]]})
     model = load_model(src, cfg["quantization"])
+    n_params = model.num_parameters()
     cuda = torch.cuda.is_available()
     from rpo_nb.model import compute_dtype
     dt = compute_dtype("cuda") if cuda else torch.float32   # the same precision as the rpo_nb workers
@@ -101,7 +102,7 @@ def trl_worker(cfg: dict, precompute: bool) -> dict:
                       for k in ("prompt_ids", "prompt_ids", "chosen_ids", "rejected_ids"))
                   for s in range(0, cfg["pairs"], cfg["batch"])] if "chosen_ids" in trainer.train_dataset.column_names else None
     with Timer() as t: trainer.train()
-    return {"step_times": steps, "one_time": one_time, "train_seconds": t.seconds, "peak_mb": peak_memory_mb(),
+    return {"step_times": steps, "one_time": one_time, "train_seconds": t.seconds, "peak_mb": peak_memory_mb(), "n_params": n_params,
             "tokens": tokens_per_batch(rows, cfg["batch"]), "trl_tokens": trl_tokens,
             "loss_first": trainer.state.log_history[0].get("loss")}
 
@@ -130,6 +131,7 @@ def rpo_nb_worker(cfg: dict, loss: str) -> dict:
         with Timer() as t: emb = embed_prompts(items.prompts, rc.embedder, cache_dir=tmp / "cache" / "embeddings")
         release_embedders(); one_time["embeddings"] = t.seconds
     base = load_model(src, cfg["quantization"], device=str(accelerator.device))
+    n_params = base.num_parameters()
     policy = SequenceLogProbs(add_lora(base, LORA["r"], LORA["lora_alpha"], 0.0, "all-linear", gradient_checkpointing=True))
     with Timer() as t: ref = reference_logps(policy, items, rc, pid, accelerator=accelerator)
     one_time["reference_logps"] = t.seconds
@@ -146,7 +148,7 @@ def rpo_nb_worker(cfg: dict, loss: str) -> dict:
                 accelerator.clip_grad_norm_(params, MAX_GRAD_NORM)
                 optimizer.step(); optimizer.zero_grad(set_to_none=True)
             steps.append(t.seconds); losses.append(out["loss"])
-    return {"step_times": steps, "one_time": one_time, "train_seconds": total.seconds, "peak_mb": peak_memory_mb(),
+    return {"step_times": steps, "one_time": one_time, "train_seconds": total.seconds, "peak_mb": peak_memory_mb(), "n_params": n_params,
             "tokens": tokens_per_batch(rows, cfg["batch"]), "loss_first": losses[0]}
 
 
@@ -183,6 +185,20 @@ def interleaved_worker(cfg: dict) -> dict:
     return times
 
 
+# dense bf16/fp16 tensor-core peaks (FLOP/s) by GPU name, for model FLOP utilisation
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "T4": 65e12,
+              "V100": 125e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
+
+
+def model_flop_utilisation(tokens_per_s: float, n_params: int | None) -> float | None:
+    "Training FLOPs (6 per parameter per token: forward, backward) over the GPU's peak; None on CPU or an unknown GPU."
+    import torch
+    if not torch.cuda.is_available() or not n_params: return None
+    name = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return 6 * n_params * tokens_per_s / peak if peak else None
+
+
 def summarise(results: dict[str, list[dict]], cfg: dict) -> tuple[list[dict], dict]:
     "Per-system medians over rounds, and the batch-by-batch step ratios against TRL's best configuration."
     rows = []
@@ -195,6 +211,9 @@ def summarise(results: dict[str, list[dict]], cfg: dict) -> tuple[list[dict], di
                      "median_step_s": statistics.median(statistics.median(r["step_times"]) for r in runs),
                      "tokens_per_s": tokens / statistics.median(sum(r["step_times"]) for r in runs),
                      "peak_mb": statistics.median(r["peak_mb"] for r in runs), "loss_first": runs[0]["loss_first"]})
+        rows[-1]["mfu"] = model_flop_utilisation(rows[-1]["tokens_per_s"], runs[0].get("n_params"))
+        # stalls: the slowest step after the first (warm-up), over the median step
+        rows[-1]["worst_step_ratio"] = max(max(r["step_times"][1:] or [0]) / statistics.median(r["step_times"]) for r in runs)
     by = {r["system"]: r for r in rows}
     best = min(("trl", "trl_precompute"), key=lambda s: by[s]["epoch_s"])
     per_batch = lambda sys_: [statistics.median(r["step_times"][i] for r in results[sys_]) for i in range(len(results[sys_][0]["step_times"]))]
@@ -253,10 +272,12 @@ def write_report(out: Path, config: str, saved: dict):
     if "interleaved" in saved:
         il = saved["interleaved"]
         ratios["ratio_rpo_over_dpo_step_interleaved"] = statistics.median(r / d for r, d in zip(il["rpo"], il["dpo"]))
-    (out / f"vs_trl_{config}.json").write_text(json.dumps(saved, indent=1))
+    name = f"vs_trl_{config}" + ("_gpu" if config != "gpu" and "CPU" not in meta["device"] else "")   # GPU runs never overwrite CPU figures
+    (out / f"{name}.json").write_text(json.dumps(saved, indent=1))
     table = markdown_table(rows, [("system", "system", "s"), ("epoch_s", "epoch (s)", ".1f"), ("one_time_s", "one-time passes (s)", ".1f"),
                                   ("steps_s", "training steps (s)", ".1f"), ("median_step_s", "median step (s)", ".2f"),
-                                  ("tokens_per_s", "tokens/s", ".0f"), ("peak_mb", "peak memory (MB)", ".0f")])
+                                  ("tokens_per_s", "tokens/s", ".0f"), ("mfu", "MFU", ".1%"), ("worst_step_ratio", "slowest step / median", ".2f"),
+                                  ("peak_mb", "peak memory (MB)", ".0f")])
     line = " ".join(f"{k}={ratios[k]:.3f}" for k in ("ratio_step_time", "ratio_epoch_time", "ratio_peak_mem"))
     inter = (f"; interleaved in one process, batch by batch: {ratios['ratio_rpo_over_dpo_step_interleaved']:.3f}"
              if "ratio_rpo_over_dpo_step_interleaved" in ratios else "")
@@ -266,7 +287,7 @@ def write_report(out: Path, config: str, saved: dict):
           f"RPO over TRL's best DPO configuration (`{ratios['trl_best']}`): `{line}`; per-batch step ratio vs TRL without "
           f"precompute {ratios['ratio_step_time_vs_trl_no_precompute']:.3f}. rpo_nb RPO step over rpo_nb DPO step: "
           f"{ratios['ratio_rpo_over_dpo_step']:.3f} across the two separate runs{inter}.\n")
-    (out / f"vs_trl_{config}.md").write_text(md)
+    (out / f"{name}.md").write_text(md)
     print(md)
     print(line)
 

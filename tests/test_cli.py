@@ -112,3 +112,14 @@ def test_no_noise_on_a_run_and_defaults_shown_as_values(finished):
     h = rpo_train("--help")
     assert "--report_to (list[str], default []):" in h.stdout and "default_factory" not in h.stdout
     assert "--model (str, default HuggingFaceTB/SmolLM2-135M-Instruct)" in h.stdout
+
+
+def test_the_wheel_ships_the_configs(tmp_path):
+    import zipfile
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+                        str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("rpo_nb-*.whl"))).namelist()
+    for name in ("tiny", "quickstart", "colab_t4_mistral7b", "paper_recipe_lora", "paper_recipe_lora_global"):
+        assert f"rpo_nb/configs/{name}.yaml" in names, name
+    assert any(n.startswith("rpo_nb/sample_data/hh-rlhf/") for n in names)

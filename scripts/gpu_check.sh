@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The GPU check: on a machine with one CUDA GPU and no network, in about 10 minutes, runs
+#   1. the notebook cells flagged `cuda` (chapter 03: 4-bit on the GPU, bf16/fp16 autocast, chunked log-probs);
+#   2. bench/vs_trl.py --config gpu (random 7B-architecture model, nf4, 512 tokens) and --config reference on the GPU;
+#   3. the Colab-T4 recipe (rpo_train --config colab_t4_mistral7b) for 6 steps in fp16 on a random 7B, on the shipped
+#      HH sample;
+# and writes its figures to bench/results/ (vs_trl_gpu.*, vs_trl_reference_gpu.*, gpu_check.json). Commit them.
+# Uses the Python whose torch sees the GPU (PYTHON=..., default python3); installs nothing from the network.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+"$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "gpu_check: torch sees no CUDA GPU")'
+"$PY" -c 'import rpo_nb' 2>/dev/null || "$PY" -m pip install -q --no-deps --no-build-isolation -e .
+results=bench/results; mkdir -p "$results"; log=$(mktemp -d)
+t0=$(date +%s); status=()
+step() {   # name, command...: run, time, remember pass/fail; never stop the whole check
+  local name=$1; shift; local s=$(date +%s)
+  if "$@" > "$log/$name.log" 2>&1; then status+=("\"$name\": {\"ok\": true, \"seconds\": $(( $(date +%s) - s ))}")
+  else status+=("\"$name\": {\"ok\": false, \"seconds\": $(( $(date +%s) - s ))}"); tail -30 "$log/$name.log"; fi
+  echo "gpu_check: $name done in $(( $(date +%s) - s )) s"
+}
+step cuda_cells "$PY" -c 'from nbdev.test import nbdev_test; nbdev_test()' --flags cuda --path nbs/03_model.ipynb
+step vs_trl_gpu "$PY" bench/vs_trl.py --config gpu
+step vs_trl_reference_gpu "$PY" bench/vs_trl.py --config reference
+# the T4 recipe, fp16, on the random 7B that the gpu benchmark wrote (same cache)
+model=$("$PY" -c 'import sys; sys.path.insert(0, "bench"); from vs_trl import CONFIGS, model_source; print(model_source(CONFIGS["gpu"]))')
+run=$log/t4
+step t4_recipe_fp16 "$PY" -m rpo_nb.train --config colab_t4_mistral7b --model "$model" --dtype float16 --data_path null \
+  --data_dir null --max_train_items 96 --max_test_items 16 --max_steps 6 --warmup_steps 2 --eval_steps null --save_steps 6 \
+  --output_dir "$run" --progress false --plots false
+"$PY" - "$run" "$results/gpu_check.json" "$(( $(date +%s) - t0 ))" "{$(IFS=,; echo "${status[*]}")}" <<'PYEOF'
+import json, sys, torch
+from pathlib import Path
+run, out, seconds, status = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+steps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l] if (run / "metrics.jsonl").exists() else []
+summary = json.loads((run / "done.json").read_text()) if (run / "done.json").exists() else {}
+res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "seconds": seconds, "parts": status,
+       "t4_recipe_fp16": {"steps": [{k: r.get(k) for k in ("step", "loss", "step_time", "tokens_per_s", "memory/allocated_mb",
+                                                           "memory/reserved_mb", "loss_scale", "skipped")} for r in steps],
+                          "speed": summary.get("speed"), "resolved": summary.get("resolved")}}
+out.write_text(json.dumps(res, indent=1))
+print(json.dumps({k: v for k, v in res.items() if k != "t4_recipe_fp16"}, indent=1))
+PYEOF
+"$PY" bench/report.py
+echo "gpu_check: finished in $(( $(date +%s) - t0 )) s; figures in $results/"
