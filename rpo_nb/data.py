@@ -21,9 +21,9 @@ __all__ = ['SAMPLES', 'ROLES', 'HH_ASSISTANT', 'TLDR_TEMPLATE', 'PLAIN_MARKERS',
            'DataError', 'read_records', 'read_rows', 'RowError', 'answer_text', 'check_pair', 'collect_rows',
            'hh_messages', 'load_hh', 'load_tldr', 'load_chat_pairs', 'load_trl', 'to_unpaired', 'prompt_text',
            'split_by_prompt', 'cache_path', 'hub_offline', 'resolve_pretrained', 'folder_fingerprint', 'model_source',
-           'load_tokenizer', 'train_bpe_tokenizer', 'format_prompt', 'adds_bos', 'encode_answers', 'encode_answer',
-           'show_tokens', 'tokenize_preferences', 'pad_token_id', 'collate', 'length_grouped_batches', 'random_batches',
-           'padding_fraction', 'pack_sequences', 'balanced_batches']
+           'load_tokenizer', 'train_bpe_tokenizer', 'format_prompt', 'adds_bos', 'truncate_prompt', 'encode_answers',
+           'encode_answer', 'show_tokens', 'tokenize_preferences', 'pad_token_id', 'collate', 'length_grouped_batches',
+           'random_batches', 'padding_fraction', 'pack_sequences', 'balanced_batches']
 
 # %% ../nbs/00_data.ipynb #0635a585
 SAMPLES = {"hh": "hh-rlhf/harmless-base/test.jsonl.gz", "tldr": "tldr/batch18.json",
@@ -420,6 +420,13 @@ def adds_bos(tokenizer) -> bool:
     return tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
 
 # %% ../nbs/00_data.ipynb #553e86e5
+def truncate_prompt(ids: list[int], max_prompt_length: int, truncation: str = "keep_end", bos_token_id: int | None = None) -> list[int]:
+    "Prompt ids cut to `max_prompt_length`: keep_end keeps the last ones (and a leading BOS), keep_start the first."
+    if len(ids) <= max_prompt_length: return ids
+    if truncation == "keep_start": return ids[:max_prompt_length]
+    keep = ids[:1] if bos_token_id is not None and ids[0] == bos_token_id else []   # dialogue: the latest turns matter most
+    return keep + ids[len(ids) - max_prompt_length + len(keep):]
+
 def encode_answers(prompt: str, answers: list[str], tokenizer, max_length: int = 512, max_prompt_length: int = 256,
                    truncation: str = "keep_end", bos: bool | None = None) -> dict | None:
     "Prompt + each answer as token ids, one prompt for all cut by the longest answer; None if no answer token fits."
@@ -441,10 +448,7 @@ def encode_answers(prompt: str, answers: list[str], tokenizer, max_length: int =
     longest = max(map(len, answer_ids))
     prompt_cut = len(prompt_ids) + longest > max_length and len(prompt_ids) > max_prompt_length
     if prompt_cut:   # as the DPO reference and TRL: cut the prompt by the longer answer, the same for both
-        if truncation == "keep_start": prompt_ids = prompt_ids[:max_prompt_length]
-        else:  # dialogue: the latest turns matter most; a leading BOS stays
-            keep = prompt_ids[:1] if prompt_ids and prompt_ids[0] == tokenizer.bos_token_id else []
-            prompt_ids = keep + prompt_ids[len(prompt_ids) - max_prompt_length + len(keep):]
+        prompt_ids = truncate_prompt(prompt_ids, max_prompt_length, truncation, tokenizer.bos_token_id)
     room = max_length - len(prompt_ids)
     if room < 1: return None
     answers_cut = [len(a) > room for a in answer_ids]

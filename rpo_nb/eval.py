@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .data import format_prompt, adds_bos, load_tokenizer, pad_token_id, read_records, answer_text, resolve_pretrained
+from .data import format_prompt, adds_bos, truncate_prompt, load_tokenizer, pad_token_id, read_records, answer_text, resolve_pretrained
 from .model import SequenceLogProbs, load_model, reference_mode, unwrap
 from .train import Items, RunConfig, batched_logps, heldout_metrics, load_config, make_items, reference_logps, run_data
 
@@ -75,7 +75,7 @@ def prompt_batch(tokenizer, prompts: list, max_prompt_length: int = 512) -> dict
         text = format_prompt(p, tokenizer)
         head = [] if bos and text.startswith(tokenizer.bos_token) else bos
         ids = head + tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) > max_prompt_length: ids = head + ids[len(ids) - max_prompt_length + len(head):]
+        ids = truncate_prompt(ids, max_prompt_length, "keep_end", tokenizer.bos_token_id)
         rows.append(ids)
     n, pid = max(map(len, rows)), pad_token_id(tokenizer)
     return {"input_ids": torch.tensor([[pid] * (n - len(r)) + r for r in rows]),

@@ -23,6 +23,12 @@ return {images: imgs.length, loaded: imgs.filter(i => i.complete && i.naturalWid
         height: document.body.scrollHeight, title: document.title};
 """
 
+READY = """
+const [stem, n] = arguments;
+return document.readyState === 'complete' && document.title === stem && document.images.length >= n
+       && [...document.images].every(i => i.complete);
+"""
+
 
 def render(out: Path = OUT) -> list[Path]:
     "HTML of every notebook as stored (no execution), in `out`."
@@ -38,6 +44,8 @@ def check(pages: list[Path], out: Path = OUT) -> dict[str, dict]:
     "Open each page in headless Chromium: its state (images, errors) and a full-page screenshot next to it."
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.common.exceptions import TimeoutException
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"):
@@ -47,7 +55,13 @@ def check(pages: list[Path], out: Path = OUT) -> dict[str, dict]:
     try:
         for page in pages:
             driver.get(page.resolve().as_uri())
+            # a loaded page holds every <img> of its source: under load Chromium can hand the page back before the
+            # body is parsed, so wait (up to a minute) for the title, the full DOM and every image to finish
+            n_img = page.read_text().count("<img")
+            try: WebDriverWait(driver, 60, poll_frequency=0.25).until(lambda d: d.execute_script(READY, page.stem, n_img))
+            except TimeoutException: pass   # reported below: fewer images, or some not loaded
             state = driver.execute_script(PAGE_STATE)
+            state["in_source"] = n_img
             driver.set_window_size(1280, min(max(state["height"], 1000), 16000))
             driver.save_screenshot(str(out / (page.stem + ".png")))
             report[page.name] = state
@@ -58,9 +72,9 @@ def check(pages: list[Path], out: Path = OUT) -> dict[str, dict]:
 def main():
     report = check(render())
     (OUT / "report.json").write_text(json.dumps(report, indent=1))
-    bad = {k: v for k, v in report.items() if v["broken"] or v["errors"] or v["traceback"]}
+    bad = {k: v for k, v in report.items() if v["broken"] or v["images"] != v["in_source"] or v["errors"] or v["traceback"]}
     for k, v in report.items():
-        print(f"{k}: {v['loaded']}/{v['images']} images loaded, {v['errors']} error outputs{', TRACEBACK' if v['traceback'] else ''}")
+        print(f"{k}: {v['loaded']}/{v['images']} images loaded ({v['in_source']} in the source), {v['errors']} error outputs{', TRACEBACK' if v['traceback'] else ''}")
     if bad: sys.exit(f"docs_check: problems on {sorted(bad)}")
     print(f"screenshots in {OUT}/")
 

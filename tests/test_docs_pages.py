@@ -15,7 +15,7 @@ def test_every_page_loads_its_images_and_shows_no_error():
     report = dc.check(pages)
     assert sorted(report) == sorted(p.name for p in pages) and len(pages) == len(list((ROOT / "nbs").glob("*.ipynb")))
     for name, st in report.items():
-        assert st["images"] >= 1 and st["loaded"] == st["images"], (name, st["broken"])
+        assert st["images"] >= 1 and st["images"] == st["in_source"] and st["loaded"] == st["images"], (name, st)
         assert st["errors"] == 0 and not st["traceback"], name
         shot = dc.OUT / name.replace(".html", ".png")
         assert shot.exists() and shot.stat().st_size > 10_000, name
