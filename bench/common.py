@@ -7,10 +7,26 @@ import torch
 HERE = Path(__file__).parent
 
 
+def resident_mb() -> float:
+    "This process's resident set size now."
+    with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_resident_mb() -> float:
+    "This process's peak resident set size."
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_memory_mb() -> float:
+    "This process's memory now: CUDA allocated on a GPU, else resident set size."
+    if torch.cuda.is_available(): return torch.cuda.memory_allocated() / 2**20
+    return resident_mb()
+
+
 def peak_memory_mb() -> float:
     "This process's peak memory: CUDA max allocated on a GPU, else peak resident set size."
     if torch.cuda.is_available(): return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_resident_mb()
 
 
 def run_worker(script: Path, args: list[str], timeout: int = 7200) -> dict:

@@ -13,13 +13,7 @@ import argparse, json, os, statistics, sys, time, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import HERE, Timer, benchmark_pairs, markdown_table, peak_memory_mb, run_worker
-
-
-def current_memory_mb() -> float:
-    import torch
-    if torch.cuda.is_available(): return torch.cuda.memory_allocated() / 2**20
-    with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+from common import HERE, Timer, benchmark_pairs, current_memory_mb, markdown_table, peak_memory_mb, run_worker
 
 
 def worker(a) -> dict:

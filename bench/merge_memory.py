@@ -9,11 +9,11 @@ straight in bf16 on the CPU) and reports its peak resident memory growth. Then, 
 RMS difference between the merged bf16 weight and what training computed with: the NF4-dequantised base weight
 plus the same LoRA delta. Writes bench/results/merge_memory.json and .md.
 """
-import argparse, json, os, resource, sys, warnings
+import argparse, json, os, sys, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import HERE, Timer, run_worker
+from common import HERE, Timer, peak_resident_mb, resident_mb, run_worker
 
 
 def merge_worker(a) -> dict:
@@ -25,14 +25,14 @@ def merge_worker(a) -> dict:
     cfg = load_config(model=a.model)
     import threading, time
     anon = lambda: int(open("/proc/self/status").read().split("RssAnon:")[1].split()[0]) / 1024
-    with open("/proc/self/statm") as f: base = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    base = resident_mb()   # the merge runs on the CPU, on a GPU machine too: resident memory, not CUDA's
     base_anon, peak_anon, done = anon(), [anon()], threading.Event()
     def sample():   # private (anonymous) memory, sampled: the resident total also counts the checkpoint's mapped pages
         while not done.is_set(): peak_anon[0] = max(peak_anon[0], anon()); time.sleep(0.005)
     th = threading.Thread(target=sample); th.start()
     with Timer() as t: merge_adapter(cfg, Path(a.adapter), tmp / "merged", tok)
     done.set(); th.join()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_resident_mb()
     import transformers
     merged = transformers.AutoModelForCausalLM.from_pretrained(tmp / "merged", dtype="auto")
     return {"peak_growth_mb": peak - base, "peak_anon_growth_mb": peak_anon[0] - base_anon, "seconds": t.seconds, "merged_dtype": str(merged.dtype),

@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 NBS = ROOT / "nbs"
 RECORD = NBS / "_executed.json"
+CI_SKIPS = ("#| cuda", "#| slow", "#| eval: false")   # flags of cells CI does not run (settings.ini tst_flags, eval: false)
 
 
 def code_hash(nb: dict) -> str:
@@ -39,7 +40,7 @@ def execute(path: Path) -> float:
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
     # cells CI skips (GPU-only, slow, never run) are not run here either: stored without output
-    skip = [c for c in nb.cells if c.cell_type == "code" and any(f in c.source for f in ("#| cuda", "#| slow", "#| eval: false"))]
+    skip = [c for c in nb.cells if c.cell_type == "code" and any(f in c.source for f in CI_SKIPS)]
     for c in skip: c.cell_type = "raw"
     t = time.time()
     try: NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(NBS)}}).execute()

@@ -10,7 +10,7 @@ NOTEBOOKS = sorted((ROOT / "nbs").glob("*.ipynb"))
 spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
 ex = importlib.util.module_from_spec(spec); spec.loader.exec_module(ex)
 PLOTTING = ("heatmap", "training_curves(", "interval_bars(", "margin_histograms(", "plt.", "win_rate_bars(", "weight_heatmaps(")
-SKIPPED_FLAGS = ("#| export", "#| exports", "#| hide", "#| cuda", "#| slow", "#| eval: false")
+SKIPPED_FLAGS = ("#| export", "#| exports", "#| hide") + ex.CI_SKIPS
 
 
 def cells(nb: Path) -> list[dict]:
