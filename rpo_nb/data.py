@@ -21,9 +21,9 @@ __all__ = ['SAMPLES', 'ROLES', 'HH_ASSISTANT', 'TLDR_TEMPLATE', 'PLAIN_MARKERS',
            'DataError', 'read_records', 'read_rows', 'RowError', 'answer_text', 'check_pair', 'collect_rows',
            'hh_messages', 'load_hh', 'load_tldr', 'load_chat_pairs', 'load_trl', 'to_unpaired', 'prompt_text',
            'split_by_prompt', 'cache_path', 'hub_offline', 'resolve_pretrained', 'folder_fingerprint', 'model_source',
-           'load_tokenizer', 'train_bpe_tokenizer', 'format_prompt', 'adds_bos', 'truncate_prompt', 'encode_answers',
-           'encode_answer', 'show_tokens', 'tokenize_preferences', 'pad_token_id', 'collate', 'length_grouped_batches',
-           'random_batches', 'padding_fraction', 'pack_sequences', 'balanced_batches']
+           'load_tokenizer', 'train_bpe_tokenizer', 'format_prompt', 'adds_bos', 'answer_end_id', 'truncate_prompt',
+           'encode_answers', 'encode_answer', 'show_tokens', 'tokenize_preferences', 'pad_token_id', 'collate',
+           'length_grouped_batches', 'random_batches', 'padding_fraction', 'pack_sequences', 'balanced_batches']
 
 # %% ../nbs/00_data.ipynb #0635a585
 SAMPLES = {"hh": "hh-rlhf/harmless-base/test.jsonl.gz", "tldr": "tldr/batch18.json",
@@ -391,18 +391,20 @@ def load_tokenizer(name_or_path: str | Path):
 
 # %% ../nbs/00_data.ipynb #9e24c7b9
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 2000, add_bos: bool = True,
-                        chat_template: str | None = None):
+                        chat_template: str | None = None, extra_special_tokens: Iterable[str] = ()):
     "A byte-level BPE tokenizer trained on `texts`: `<s>` BOS (added when `add_bos`), `</s>` EOS, no pad token."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
+    extra = list(extra_special_tokens)   # e.g. a chat template's turn markers, kept whole
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<unk>"],
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>", "<unk>", *extra],
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     if add_bos:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                            special_tokens=[("<s>", tok.token_to_id("<s>"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    if extra: fast.add_special_tokens({"additional_special_tokens": extra})
     if chat_template: fast.chat_template = chat_template
     return fast
 
@@ -419,6 +421,20 @@ def adds_bos(tokenizer) -> bool:
     ids = tokenizer("a")["input_ids"]
     return tokenizer.bos_token_id is not None and len(ids) > 0 and ids[0] == tokenizer.bos_token_id
 
+def answer_end_id(tokenizer) -> int:
+    "The token that ends an answer: the chat template's end of an assistant turn (`<|im_end|>`, `<end_of_turn>`, ...), else EOS."
+    if tokenizer.eos_token_id is None: raise ValueError("the tokenizer has no EOS token")
+    if not getattr(tokenizer, "chat_template", None): return tokenizer.eos_token_id   # plain text: the answer ends the text
+    mark = "ANSWER_END_PROBE"
+    try: text = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": mark}], tokenize=False)
+    except Exception as e:
+        warnings.warn(f"the chat template cannot render a user/assistant turn ({type(e).__name__}: {e}); answers end in EOS")
+        return tokenizer.eos_token_id
+    after = text[text.index(mark) + len(mark):] if mark in text else ""
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    # the first special token the template writes after an assistant's words (Llama-2's " </s>" has a space first)
+    return next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), tokenizer.eos_token_id)
+
 # %% ../nbs/00_data.ipynb #553e86e5
 def truncate_prompt(ids: list[int], max_prompt_length: int, truncation: str = "keep_end", bos_token_id: int | None = None) -> list[int]:
     "Prompt ids cut to `max_prompt_length`: keep_end keeps the last ones (and a leading BOS), keep_start the first."
@@ -428,23 +444,24 @@ def truncate_prompt(ids: list[int], max_prompt_length: int, truncation: str = "k
     return keep + ids[len(ids) - max_prompt_length + len(keep):]
 
 def encode_answers(prompt: str, answers: list[str], tokenizer, max_length: int = 512, max_prompt_length: int = 256,
-                   truncation: str = "keep_end", bos: bool | None = None) -> dict | None:
-    "Prompt + each answer as token ids, one prompt for all cut by the longest answer; None if no answer token fits."
-    if tokenizer.eos_token_id is None: raise ValueError("the tokenizer has no EOS token")
+                   truncation: str = "keep_end", bos: bool | None = None, end_id: int | None = None) -> dict | None:
+    "Prompt + each answer + its end token (`answer_end_id`) as token ids, one prompt for all cut by the longest answer; None if no answer token fits."
+    end_id = answer_end_id(tokenizer) if end_id is None else end_id
     if truncation not in ("keep_end", "keep_start"): raise ValueError(f"truncation must be keep_end or keep_start, not {truncation!r}")
-    eos, head = tokenizer.eos_token, []
+    ends, head = {t for t in (tokenizer.eos_token, tokenizer.convert_ids_to_tokens(end_id)) if t}, []
     if (adds_bos(tokenizer) if bos is None else bos) and not prompt.startswith(tokenizer.bos_token or "\0"):
         head = [tokenizer.bos_token_id]
     joint, n_prompt = [], []
     for answer in answers:
-        if eos and answer.endswith(eos): answer = answer[:-len(eos)]
+        for e in ends:   # an end token the data already carries is not doubled
+            if answer.endswith(e): answer = answer[:-len(e)]
         enc = tokenizer(prompt + answer, add_special_tokens=False, return_offsets_mapping=True)
         joint.append(head + list(enc["input_ids"]))
         n_prompt.append(len(head) + sum(1 for _, end in enc["offset_mapping"] if end <= len(prompt)))
     # the shared prompt: the prompt tokens all tokenisations agree on (a token straddling the seam belongs to its answer)
     n = min(n_prompt)
     while n > 0 and any(j[:n] != joint[0][:n] for j in joint[1:]): n -= 1
-    prompt_ids, answer_ids = joint[0][:n], [j[n:] + [tokenizer.eos_token_id] for j in joint]
+    prompt_ids, answer_ids = joint[0][:n], [j[n:] + [end_id] for j in joint]
     longest = max(map(len, answer_ids))
     prompt_cut = len(prompt_ids) + longest > max_length and len(prompt_ids) > max_prompt_length
     if prompt_cut:   # as the DPO reference and TRL: cut the prompt by the longer answer, the same for both
@@ -452,14 +469,14 @@ def encode_answers(prompt: str, answers: list[str], tokenizer, max_length: int =
     room = max_length - len(prompt_ids)
     if room < 1: return None
     answers_cut = [len(a) > room for a in answer_ids]
-    answer_ids = [a[:room] for a in answer_ids]   # a cut answer keeps no EOS: it did not end there
+    answer_ids = [a[:room] for a in answer_ids]   # a cut answer keeps no end token: it did not end there
     return {"sequences": [{"input_ids": prompt_ids + a, "labels": [-100] * len(prompt_ids) + a} for a in answer_ids],
             "prompt_cut": prompt_cut, "answers_cut": answers_cut}
 
 def encode_answer(prompt: str, answer: str, tokenizer, max_length: int = 512, max_prompt_length: int = 256,
-                  truncation: str = "keep_end", bos: bool | None = None) -> dict | None:
-    "Token ids of prompt + answer + EOS with the prompt masked (-100) in `labels`; None if no answer token fits."
-    enc = encode_answers(prompt, [answer], tokenizer, max_length, max_prompt_length, truncation, bos)
+                  truncation: str = "keep_end", bos: bool | None = None, end_id: int | None = None) -> dict | None:
+    "Token ids of prompt + answer + end token with the prompt masked (-100) in `labels`; None if no answer token fits."
+    enc = encode_answers(prompt, [answer], tokenizer, max_length, max_prompt_length, truncation, bos, end_id)
     return None if enc is None else enc["sequences"][0]
 
 # %% ../nbs/00_data.ipynb #90e845da
@@ -474,10 +491,10 @@ def tokenize_preferences(ds: datasets.Dataset, tokenizer, max_length: int = 512,
                          truncation: str = "keep_end", strict: bool = False) -> datasets.Dataset:
     "Add `{chosen,rejected}_{input_ids,labels}` (paired) or `input_ids`/`labels` (unpaired) and `prompt_text`; cuts in `.truncated`."
     fields = ("chosen", "rejected") if "chosen" in ds.column_names else ("completion",)
-    bos, truncated = adds_bos(tokenizer), {"prompt": [], "answer": []}
+    bos, end_id, truncated = adds_bos(tokenizer), answer_end_id(tokenizer), {"prompt": [], "answer": []}
     def to_record(i: int, r: dict) -> dict:
         p, out = format_prompt(r["prompt"], tokenizer), dict(r, prompt_text=prompt_text(r["prompt"]))
-        enc = encode_answers(p, [answer_text(r[f]) for f in fields], tokenizer, max_length, max_prompt_length, truncation, bos)
+        enc = encode_answers(p, [answer_text(r[f]) for f in fields], tokenizer, max_length, max_prompt_length, truncation, bos, end_id)
         if enc is None: raise RowError(r.get("row", i), fields[0], "no answer token", f"prompt fills max_length={max_length}")
         for f, seq in zip(fields, enc["sequences"]):
             prefix = "" if f == "completion" else f + "_"
@@ -489,7 +506,7 @@ def tokenize_preferences(ds: datasets.Dataset, tokenizer, max_length: int = 512,
     out.truncated = truncated
     if truncated["prompt"] or truncated["answer"]:
         warnings.warn(f"tokenize_preferences: {len(truncated['prompt'])} of {len(out)} prompts cut to {max_prompt_length} tokens "
-                      f"({truncation}), {len(truncated['answer'])} rows with an answer cut to fit {max_length} (no EOS)", stacklevel=2)
+                      f"({truncation}), {len(truncated['answer'])} rows with an answer cut to fit {max_length} (no end token)", stacklevel=2)
     return out
 
 # %% ../nbs/00_data.ipynb #65aa31d0

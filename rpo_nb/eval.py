@@ -9,13 +9,15 @@ from pathlib import Path
 
 import torch
 
-from .data import format_prompt, adds_bos, truncate_prompt, load_tokenizer, pad_token_id, read_records, answer_text, resolve_pretrained
+from .data import (format_prompt, adds_bos, answer_end_id, truncate_prompt, load_tokenizer, pad_token_id, read_records,
+                         answer_text, resolve_pretrained)
 from .model import SequenceLogProbs, load_model, reference_mode, unwrap
-from .train import Items, RunConfig, batched_logps, heldout_metrics, load_config, make_items, reference_logps, run_data
+from .train import (Items, RunConfig, autocast_precision, batched_logps, heldout_metrics, load_config, make_items,
+                          reference_logps, run_data)
 
 # %% auto #0
-__all__ = ['JUDGE_QUESTIONS', 'wilson_interval', 'bootstrap_interval', 'margin_report', 'run_report', 'load_trained',
-           'evaluate_adapter', 'prompt_batch', 'sample_answers', 'save_samples', 'load_alpaca_eval',
+__all__ = ['JUDGE_QUESTIONS', 'wilson_interval', 'bootstrap_interval', 'margin_report', 'run_report', 'run_reference',
+           'load_trained', 'evaluate_adapter', 'prompt_batch', 'sample_answers', 'save_samples', 'load_alpaca_eval',
            'alpaca_eval_outputs', 'clean_answer', 'parse_verdict', 'LLMJudge', 'RewardModelJudge',
            'ImplicitRewardJudge', 'win_rate', 'comparison_table']
 
@@ -51,23 +53,38 @@ def run_report(output_dir: str | Path) -> dict:
     done = json.loads((Path(output_dir) / "done.json").read_text())
     return {"loss": done["loss"], "before": margin_report(done["spread_before"]), "after": margin_report(done["spread_after"])}
 
-def load_trained(model: str, adapter: str | Path | None, quantization: str = "auto", device: str | None = None):
-    "A base model with a trained LoRA adapter on top (or the bare base when `adapter` is None), in eval mode."
-    from peft import PeftModel
-    base = load_model(model, quantization, device=device)
-    return (PeftModel.from_pretrained(base, str(adapter)) if adapter else base).eval()
+def run_reference(adapter: str | Path, default: str | Path | None = None) -> Path | None:
+    "The reference `adapter` was trained against, as its run folder records it (an SFT adapter; None: the base), else `default`."
+    done = Path(adapter).parent / "done.json"
+    if not done.exists(): return Path(default) if default else None
+    ref = json.loads(done.read_text()).get("reference_adapter")
+    return None if ref is None else Path(adapter).parent / ref   # recorded relative to the run folder when inside it
 
-def evaluate_adapter(cfg: RunConfig, adapter: str | Path) -> dict:
-    "Held-out implicit-reward report of an adapter on the config's held-out pairs (reference = the base model)."
+def load_trained(model: str, adapter: str | Path | None, quantization: str = "auto", device: str | None = None,
+                 dtype: str = "auto", reference: str | Path | None = None, attn_implementation: str | None = None):
+    "A base model with a trained LoRA adapter on top (or the bare base), in eval mode; `reference`: that adapter too, as 'reference'."
+    from peft import PeftModel
+    base = load_model(model, quantization, dtype, device, attn_implementation)
+    if not adapter: return base.eval()
+    policy = PeftModel.from_pretrained(base, str(adapter))
+    if reference: policy.load_adapter(str(reference), adapter_name="reference")   # what `reference_mode` switches to
+    return policy.eval()
+
+def evaluate_adapter(cfg: RunConfig, adapter: str | Path, reference: str | Path | None = "auto") -> dict:
+    "Held-out implicit-reward report of an adapter on the config's held-out pairs, against the reference it trained with."
+    # 'auto': the reference the adapter's run recorded (the SFT adapter after stage `both`), else the config's sft_adapter
+    reference = run_reference(adapter, cfg.sft_adapter) if reference == "auto" else reference
     tok = load_tokenizer(cfg.model)
     test = make_items(run_data(cfg, tok)["test"], "paired")
-    policy = SequenceLogProbs(load_trained(cfg.model, adapter, cfg.quantization))
-    ref = reference_logps(policy, test, cfg, pad_token_id(tok))
-    metrics, margins = heldout_metrics(policy, test, ref, cfg, pad_token_id(tok))
-    return {**margin_report(margins), "metrics": metrics}
+    policy = SequenceLogProbs(load_trained(cfg.model, adapter, cfg.quantization, dtype=cfg.dtype, reference=reference,
+                                           attn_implementation=cfg.attn_implementation))
+    mp, pid = autocast_precision(cfg.dtype), pad_token_id(tok)   # the run's arithmetic: its precision and autocast
+    ref = reference_logps(policy, test, cfg, pid, adapter=reference, mixed_precision=mp)
+    metrics, margins = heldout_metrics(policy, test, ref, cfg, pid, mixed_precision=mp)
+    return {**margin_report(margins), "metrics": metrics, "reference_adapter": str(reference) if reference else None}
 
 # %% ../nbs/05_eval.ipynb #78328ab9
-def prompt_batch(tokenizer, prompts: list, max_prompt_length: int = 512) -> dict[str, torch.Tensor]:
+def prompt_batch(tokenizer, prompts: list, max_prompt_length: int = 256) -> dict[str, torch.Tensor]:
     "Left-padded token ids of rendered prompts; an over-long prompt keeps its end (the assistant header, the `TL;DR:` cue)."
     bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     rows = []
@@ -81,18 +98,37 @@ def prompt_batch(tokenizer, prompts: list, max_prompt_length: int = 512) -> dict
     return {"input_ids": torch.tensor([[pid] * (n - len(r)) + r for r in rows]),
             "attention_mask": torch.tensor([[0] * (n - len(r)) + [1] * len(r) for r in rows])}
 
+def _row_budget(prompt_lengths: torch.Tensor, width: int, max_length: int):
+    "A stopping criterion: each row stops once its own prompt + answer fill `max_length` tokens."
+    from transformers import StoppingCriteria
+    class RowBudget(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+            return prompt_lengths.to(input_ids.device) + (input_ids.shape[1] - width) >= max_length
+    return RowBudget()
+
 @torch.no_grad()
-def sample_answers(model, tokenizer, prompts: list, max_new_tokens: int = 128, top_p: float = 0.95,
-                   temperature: float = 1.0, batch_size: int = 8, seed: int = 0, max_prompt_length: int = 512) -> list[str]:
-    "Nucleus-sampled answers for prompts (strings or message lists), batched with left padding, seeded."
+def sample_answers(model, tokenizer, prompts: list, max_new_tokens: int | None = None, top_p: float = 0.95,
+                   temperature: float = 1.0, batch_size: int = 8, seed: int = 0, max_prompt_length: int = 256,
+                   max_length: int = 512) -> list[str]:
+    "Nucleus-sampled answers (prompt + answer ≤ `max_length` tokens, as the paper; `max_new_tokens` caps further), seeded."
+    from transformers import StoppingCriteriaList
     device = next(unwrap(model).parameters()).device
-    out = []
+    stop = sorted({answer_end_id(tokenizer), tokenizer.eos_token_id})   # the chat template's turn end, and EOS
+    was_training, out = model.training, []
+    model.eval()
     for s in range(0, len(prompts), batch_size):
         torch.manual_seed(seed + s)
         enc = {k: v.to(device) for k, v in prompt_batch(tokenizer, prompts[s:s + batch_size], max_prompt_length).items()}
-        gen = model.generate(**enc, do_sample=True, top_p=top_p, temperature=temperature, max_new_tokens=max_new_tokens,
-                             pad_token_id=pad_token_id(tokenizer), eos_token_id=tokenizer.eos_token_id)
-        out += [tokenizer.decode(g[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for g in gen]
+        lengths, width = enc["attention_mask"].sum(1), enc["input_ids"].shape[1]
+        if int(lengths.max()) >= max_length:
+            raise ValueError(f"prompt {s + int(lengths.argmax())} keeps {int(lengths.max())} tokens (max_prompt_length={max_prompt_length}): "
+                             f"no room for an answer within max_length={max_length}")
+        room = max_length - int(lengths.min())
+        gen = model.generate(**enc, do_sample=True, top_p=top_p, temperature=temperature,
+                             max_new_tokens=min(room, max_new_tokens or room), pad_token_id=pad_token_id(tokenizer), eos_token_id=stop,
+                             stopping_criteria=StoppingCriteriaList([_row_budget(lengths, width, max_length)]))
+        out += [tokenizer.decode(g[width:], skip_special_tokens=True).strip() for g in gen]
+    model.train(was_training)
     return out
 
 def save_samples(path: str | Path, prompts: list, chosen: list, policy: list[str]) -> list[dict]:
@@ -236,9 +272,13 @@ class RewardModelJudge:
 class ImplicitRewardJudge:
     "Pairwise judge from a trained policy's implicit reward β(log π − log π_ref); the higher reward wins."
     def __init__(self, model: str, adapter: str | Path, beta: float = 0.1, max_length: int = 512,
-                 max_prompt_length: int = 256, batch_size: int = 8, quantization: str = "auto", clean: bool = True):
+                 max_prompt_length: int = 256, batch_size: int = 8, quantization: str = "auto", clean: bool = True,
+                 reference: str | Path | None = "auto", dtype: str = "auto"):
         self.tokenizer, self.clean = load_tokenizer(model), clean
-        self.policy = SequenceLogProbs(load_trained(model, adapter, quantization))
+        # the reference the adapter trained against ('auto': as its run folder records it), in the run's arithmetic
+        reference = run_reference(adapter) if reference == "auto" else reference
+        self.policy = SequenceLogProbs(load_trained(model, adapter, quantization, dtype=dtype, reference=reference))
+        self.mixed_precision, self.end_id = autocast_precision(dtype), answer_end_id(self.tokenizer)
         self.beta, self.max_length, self.max_prompt_length, self.batch_size = beta, max_length, max_prompt_length, batch_size
 
     def rewards(self, prompts: list, answers: list[str]) -> tuple[torch.Tensor, list[bool]]:
@@ -246,12 +286,13 @@ class ImplicitRewardJudge:
         from rpo_nb.data import encode_answers
         groups, ok = [], []
         for p, a in zip(prompts, answers):
-            enc = encode_answers(format_prompt(p, self.tokenizer), [a], self.tokenizer, self.max_length, self.max_prompt_length)
+            enc = encode_answers(format_prompt(p, self.tokenizer), [a], self.tokenizer, self.max_length, self.max_prompt_length,
+                                 end_id=self.end_id)
             ok.append(enc is not None and bool(a.strip()) and not enc["answers_cut"][0])
             groups.append([enc["sequences"][0] if enc else encode_answers("", ["x"], self.tokenizer)["sequences"][0]])
         items, pid = Items(groups, [""] * len(groups), None, False), pad_token_id(self.tokenizer)
-        policy = batched_logps(self.policy, items, self.batch_size, pid)[:, 0]
-        with reference_mode(self.policy): ref = batched_logps(self.policy, items, self.batch_size, pid)[:, 0]
+        policy = batched_logps(self.policy, items, self.batch_size, pid, mixed_precision=self.mixed_precision)[:, 0]
+        with reference_mode(self.policy): ref = batched_logps(self.policy, items, self.batch_size, pid, mixed_precision=self.mixed_precision)[:, 0]
         r = self.beta * (policy - ref)
         return torch.where(torch.tensor(ok), r, torch.zeros_like(r)), ok
 

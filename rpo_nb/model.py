@@ -71,22 +71,25 @@ def load_model(name_or_path: str | Path, quantization: str = "auto", dtype: str 
 # %% ../nbs/03_model.ipynb #8dac90da
 def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: str | list[str] = "all-linear",
              gradient_checkpointing: bool = True, adapter: str | Path | None = None):
-    "A peft LoRA policy on a frozen base; with `adapter`, start from it and keep a frozen copy as 'reference'."
-    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-    gc_kwargs = {"use_reentrant": False}
+    "A peft LoRA policy on a frozen base, in training mode; with `adapter`, start from it and keep a frozen copy as 'reference'."
+    from peft import LoraConfig, PeftModel, get_peft_model
+    # no prepare_model_for_kbit_training: it upcasts every non-quantised weight (embeddings, head, norms) to float32,
+    # which costs GBs at a large vocabulary and turns every activation after the embedding float32 too
+    model.requires_grad_(False)
     with warnings.catch_warnings():   # transformers 5 renamed gradient_checkpointing* and peft still calls the old names
         warnings.filterwarnings("ignore", r".*gradient_checkpointing.* is deprecated", FutureWarning)
-        if getattr(model, "is_quantized", False):
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                    gradient_checkpointing_kwargs=gc_kwargs)
-        elif gradient_checkpointing: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        # non-reentrant checkpointing: gradients reach the adapters inside each checkpointed layer whether or not
+        # the layer's input requires grad (the frozen embedding's output does not)
+        if gradient_checkpointing: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if adapter is None:
             config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
-            return get_peft_model(model, config)
-        policy = PeftModel.from_pretrained(model, str(adapter), adapter_name="default", is_trainable=True)
-        policy.load_adapter(str(adapter), adapter_name="reference", is_trainable=False)
-        policy.set_adapter("default")
-        return policy
+            policy = get_peft_model(model, config)
+        else:
+            policy = PeftModel.from_pretrained(model, str(adapter), adapter_name="default", is_trainable=True)
+            policy.load_adapter(str(adapter), adapter_name="reference", is_trainable=False)
+            policy.set_adapter("default")
+    # from_pretrained leaves every layer in eval mode, and transformers checkpoints only layers in training mode
+    return policy.train()
 
 def unwrap(model):
     "The peft model inside DDP/FSDP and the `SequenceLogProbs` wrapper."
@@ -167,12 +170,13 @@ fn(*args)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20)
 """
 
-def peak_memory_mb(fn, *args) -> float:
-    "Peak memory growth while running fn(*args): CUDA peak allocated, or on CPU a fresh process's peak RSS growth."
-    if torch.cuda.is_available():
-        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
-        fn(*args); torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
+def peak_memory_mb(fn, *args, device: str | None = None) -> float:
+    "Peak memory growth on `device` while fn(*args) runs: CUDA peak allocated, or a fresh CPU process's peak RSS growth."
+    device = str(device or default_device())
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device); base = torch.cuda.memory_allocated(device)
+        fn(*args); torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     import json, subprocess, sys
     if fn.__module__ == "__main__": raise ValueError("peak_memory_mb needs an importable function, not one defined in __main__")
     # a new interpreter, not fork (unsafe once PyTorch's thread pools run); fn must be importable, args JSON
@@ -181,16 +185,18 @@ def peak_memory_mb(fn, *args) -> float:
     if r.returncode: raise RuntimeError(f"memory probe {fn.__qualname__} failed:\n{r.stderr[-2000:]}")
     return float(r.stdout.strip().splitlines()[-1])
 
-def logps_memory_probe(chunked: bool, vocab: int = 49152, batch: int = 8, length: int = 256, answer: int = 64):
-    "Forward + backward of summed answer log-probs on a 2-layer model with a large vocabulary (memory demo)."
+def logps_memory_probe(chunked: bool, device: str = "cpu", vocab: int = 49152, batch: int = 8, length: int = 256,
+                       answer: int = 64):
+    "Forward + backward of summed answer log-probs on a 2-layer model with a large vocabulary, on `device` (memory demo)."
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True)
-    model = LlamaForCausalLM(cfg)
+                      num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).to(device)
     ids = torch.randint(0, vocab, (batch, length))
     labels = ids.clone(); labels[:, :length - answer] = -100
     if chunked:
         seqs = [{"input_ids": i.tolist(), "labels": l.tolist()} for i, l in zip(ids, labels)]
-        out = SequenceLogProbs(model)(**pack_sequences([[s] for s in seqs], 0))[0]
-    else: out = naive_sequence_logps(model, ids, torch.ones_like(ids), labels)
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in pack_sequences([[s] for s in seqs], 0).items()}
+        out = SequenceLogProbs(model)(**batch)[0]
+    else: out = naive_sequence_logps(model, ids.to(device), torch.ones_like(ids, device=device), labels.to(device))
     out.sum().backward()

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .data import (SAMPLES, DataError, RowError, answer_text, balanced_batches, cache_path, load_chat_pairs, load_hh, load_tldr,
                          load_tokenizer, load_trl, length_grouped_batches, model_source, pack_sequences, pad_token_id,
-                         sample_path, split_by_prompt, to_unpaired, tokenize_preferences)
+                         resolve_pretrained, sample_path, split_by_prompt, to_unpaired, tokenize_preferences)
 from .embeddings import distance_weights, embed_prompts, release_embedders
 from .losses import (cdpo_loss, dpo_loss, ipo_loss, kto_loss, preference_metrics, rpo_diagonal_loss, rpo_loss,
                            sft_loss)
@@ -24,10 +24,11 @@ from .model import (SequenceLogProbs, add_lora, compute_dtype, default_device, l
 
 # %% auto #0
 __all__ = ['LOSSES', 'DATASETS', 'BATCH_LOSSES', 'RunConfig', 'shipped_configs', 'config_path', 'load_config', 'config_fields',
-           'run_data', 'Items', 'make_items', 'batched_logps', 'resolved_settings', 'reference_key', 'reference_logps',
-           'contrast_step', 'batch_loss', 'micro_batches', 'mismatched_items', 'kto_reference_point', 'optimizer_step',
-           'make_optimizer', 'make_scheduler', 'save_checkpoint', 'load_checkpoint', 'heldout_metrics',
-           'memory_metrics', 'MetricsLog', 'train_stage', 'write_plots', 'merge_adapter', 'RunError',
+           'run_data', 'Items', 'make_items', 'autocast_context', 'batched_logps', 'resolved_settings', 'reference_key',
+           'reference_logps', 'contrast_step', 'batch_loss', 'micro_batches', 'mismatched_items', 'kto_reference_point',
+           'optimizer_step', 'make_optimizer', 'make_scheduler', 'save_checkpoint', 'load_checkpoint',
+           'heldout_metrics', 'memory_metrics', 'MetricsLog', 'train_stage', 'autocast_precision', 'write_plots',
+           'available_ram', 'merge_memory_needed', 'check_merge_memory', 'merge_adapter', 'RunError',
            'check_output_dir', 'run', 'parse_overrides', 'main']
 
 # %% ../nbs/04_train.ipynb #d5ff093f
@@ -240,10 +241,15 @@ def make_items(ds, kind: str) -> Items:
 def _device_batch(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
+def autocast_context(mixed_precision: str, device) -> contextlib.AbstractContextManager:
+    "The autocast accelerate wraps a prepared model's forward in for `mixed_precision` (bf16/fp16), or no autocast."
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    return torch.autocast(torch.device(device).type, dtype=dt) if dt is not None else contextlib.nullcontext()
+
 @torch.no_grad()
 def batched_logps(model, items: Items, batch_size: int, pad_id: int, accelerator=None, share_prompt: bool = True,
-                  desc: str | None = None, split: bool = True) -> torch.Tensor:
-    "Summed log-probs of every sequence of `items` (n_items × sequences per item), without gradients; `split`: over processes."
+                  desc: str | None = None, split: bool = True, mixed_precision: str = "no") -> torch.Tensor:
+    "Summed log-probs of every sequence of `items` (n_items × sequences per item), without gradients, in eval mode; `split`: over processes."
     order = sorted(range(len(items)), key=lambda i: items.lengths[i])
     batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator and split else (0, 1)
@@ -251,10 +257,11 @@ def batched_logps(model, items: Items, batch_size: int, pad_id: int, accelerator
     per_item = len(items.groups[0]) if len(items) else 1
     results = {}
     was_training = model.training
-    model.eval()
-    # the autocast of training (accelerate wraps the prepared policy's forward in it), also before `prepare`:
-    # reference and policy log-probs then come from the same arithmetic, and every log-ratio starts at exactly 0
-    amp = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
+    model.eval()   # scoring: no dropout
+    # the autocast of training (accelerate wraps the prepared policy's forward in it), also before `prepare` and for an
+    # evaluation outside a run: reference and policy log-probs then come from the same arithmetic, and every log-ratio
+    # starts at exactly 0
+    amp = accelerator.autocast() if accelerator is not None else autocast_context(mixed_precision, device)
     with amp:
         for b in tqdm(batches[rank::world], desc=desc, disable=desc is None or rank > 0, leave=False):
             lp = model(**_device_batch(pack_sequences([items.groups[i] for i in b], pad_id, share_prompt), device))[0]
@@ -298,17 +305,18 @@ def reference_key(cfg: RunConfig, items: Items, adapter: str | Path | None, devi
             h.update(np.asarray(s["input_ids"], dtype=np.int64).tobytes()); h.update(np.asarray(s["labels"], dtype=np.int64).tobytes())
     return h.hexdigest()[:24]
 
-def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=None, accelerator=None) -> torch.Tensor:
+def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=None, accelerator=None,
+                    mixed_precision: str = "no") -> torch.Tensor:
     "The reference policy's log-probs of every sequence, from the disk cache or computed once with `reference_mode`."
     folder = Path(cfg.cache_dir) / "reference_logps" if cfg.cache_dir else cache_path("reference_logps")
     folder.mkdir(parents=True, exist_ok=True)
     device = str(accelerator.device) if accelerator is not None else str(next(unwrap(model).parameters()).device)
-    mp = accelerator.mixed_precision if accelerator is not None else "no"
+    mp = accelerator.mixed_precision if accelerator is not None else mixed_precision
     file = folder / f"{reference_key(cfg, items, adapter, device, mp)}.pt"
     if file.exists(): return torch.load(file, weights_only=True)
     with reference_mode(model):
         ref = batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt,
-                            desc="reference log-probs" if cfg.progress else None)
+                            desc="reference log-probs" if cfg.progress else None, mixed_precision=mp)
     if accelerator is None or accelerator.is_main_process:
         tmp = file.with_suffix(f".tmp{os.getpid()}"); torch.save(ref, tmp); tmp.replace(file)
     return ref
@@ -513,9 +521,10 @@ def _epoch_batches(cfg: RunConfig, items: Items, global_batch: int, epoch: int) 
     return [b for b in batches if len(b) == global_batch]
 
 def heldout_metrics(model, items: Items, reference: torch.Tensor, cfg: RunConfig, pad_id: int, accelerator=None,
-                    policy: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+                    policy: torch.Tensor | None = None, mixed_precision: str = "no") -> tuple[dict, torch.Tensor]:
     "Held-out implicit-reward metrics ('eval/...' names) and the per-pair margins (paired) or rewards (unpaired)."
-    lp = policy if policy is not None else batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt)
+    lp = policy if policy is not None else batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt,
+                                                         mixed_precision=mixed_precision)
     rewards = cfg.beta * (lp - reference)
     if items.paired:
         cr, rj = rewards[:, 0], rewards[:, 1]
@@ -580,6 +589,12 @@ def _stage_settings(cfg: RunConfig, stage: str) -> tuple[RunConfig, float, float
     if stage == "sft":
         return (dataclasses.replace(cfg, loss="sft"), cfg.sft_learning_rate or cfg.learning_rate, cfg.sft_epochs, cfg.sft_max_steps)
     return cfg, cfg.learning_rate, cfg.num_epochs, cfg.max_steps
+
+def _run_path(path: str | Path | None, out: Path) -> str | None:
+    "A path as recorded in a run folder: relative to it when inside it (the folder may move, e.g. to Drive), else absolute."
+    if path is None: return None
+    path = Path(path).resolve()
+    return str(path.relative_to(out.resolve())) if path.is_relative_to(out.resolve()) else str(path)
 
 def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
                 adapter: str | Path | None = None, resume: bool = False) -> dict:
@@ -648,6 +663,7 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     memory_metrics(accelerator.device)   # peaks count from here
     for step in range(start, total):
         t0, records, tokens = time.perf_counter(), [], 0
+        policy.train()   # set here, not left to whatever ran last: checkpointing and dropout act only in training mode
         for a in range(accum):
             idx = batch(step * accum + a)
             local = idx[rank * B:(rank + 1) * B]
@@ -695,7 +711,7 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
              "skipped_steps": sum(r["skipped"] for r in steps_log)}
     summary = {"stage": stage, "loss": scfg.loss, "steps": total, "before": before["metrics"], "after": m1,
                "spread_before": before["spread"], "spread_after": spread1.tolist(), "test_items": len(test_items),
-               "train_items": len(train_items), "speed": speed,
+               "train_items": len(train_items), "speed": speed, "reference_adapter": _run_path(adapter, out),
                "resolved": resolved_settings(cfg, str(accelerator.device), accelerator.mixed_precision)}
     if main:
         unwrap(policy).save_pretrained(out / "adapter", selected_adapters=["default"])
@@ -709,9 +725,10 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     return summary
 
 # %% ../nbs/04_train.ipynb #0c6f8cfa
-def _mixed_precision(cfg: RunConfig) -> str:
+def autocast_precision(dtype: str = "auto") -> str:
+    "The autocast a run with compute dtype `dtype` computes under here: 'bf16' or 'fp16' on a GPU for those dtypes, else 'no'."
     if not torch.cuda.is_available(): return "no"
-    dt = compute_dtype("cuda") if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
+    dt = compute_dtype("cuda") if dtype == "auto" else getattr(torch, dtype)
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dt, "no")
 
 def write_plots(out: Path, summary: dict):
@@ -725,9 +742,40 @@ def write_plots(out: Path, summary: dict):
                              title="Held-out reward margins")
     hist.savefig(out / "margins.png", dpi=110)
 
+def available_ram() -> int | None:
+    "Bytes of RAM a new allocation can have now (Linux's MemAvailable, else psutil's), None where unknown."
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"): return int(line.split()[1]) * 1024
+    except OSError: pass
+    try: import psutil
+    except ImportError: return None
+    return psutil.virtual_memory().available
+
+def merge_memory_needed(model) -> tuple[int, int]:
+    "Bytes of the bf16 model and of its largest block, from its config alone (a name, folder or config; nothing loaded)."
+    import accelerate, transformers
+    config = model if isinstance(model, transformers.PretrainedConfig) else transformers.AutoConfig.from_pretrained(resolve_pretrained(model))
+    with accelerate.init_empty_weights(): meta = transformers.AutoModelForCausalLM.from_config(config)
+    meta.tie_weights()   # a tied head is the embedding: counted once (on the meta device it is not tied by itself)
+    blocks = [m for l in meta.modules() if isinstance(l, torch.nn.ModuleList) for m in l]
+    size = lambda m: sum(p.numel() for p in m.parameters()) * 2
+    return size(meta), max(map(size, blocks or [meta]))
+
+def check_merge_memory(model, available: int | None = None):
+    "Raise a RunError, before anything is loaded, when a bf16 merge of `model` needs more RAM than is available."
+    total, block = merge_memory_needed(model)
+    available = available_ram() if available is None else available
+    if available is not None and available < total + block:
+        raise RunError(f"--merge needs about {(total + block) / 1e9:.1f} GB of free RAM (the bf16 model, {total / 1e9:.1f} GB, plus "
+                       f"one block), and {available / 1e9:.1f} GB is free: train without --merge, then merge the finished run on a "
+                       f"machine with more RAM (rpo_train --config ... --resume --merge)")
+
 def merge_adapter(cfg: RunConfig, adapter: Path, dest: Path, tokenizer, dtype: str = "bfloat16"):
     "Write the unquantised base with the adapter merged in, in `dtype` (bf16: about the model's bf16 size in RAM), to `dest`."
     from peft import PeftModel
+    if dtype == "bfloat16": check_merge_memory(cfg.model)   # before loading anything
     base = load_model(cfg.model, quantization="none", dtype=dtype, device="cpu")   # loaded straight in bf16, not float32
     PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().save_pretrained(dest)
     tokenizer.save_pretrained(dest)
@@ -781,10 +829,11 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
         # growable segments: the sentence embedder's freed blocks otherwise fragment the cache into multi-second stalls
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     # without CUDA, accelerate only joins the processes of `accelerate launch` (gloo) when told it runs on CPU
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(cfg))
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=autocast_precision(cfg.dtype))
     if not cfg.progress: transformers.utils.logging.disable_progress_bar()   # also the weight loader's bars
     out = Path(cfg.output_dir)
     state = check_output_dir(cfg, resume, overwrite)
+    if cfg.merge and accelerator.is_main_process: check_merge_memory(cfg.model)   # before training, not after it
     with accelerator.main_process_first():   # everything is read and checked before anything is written
         tokenizer = load_tokenizer(cfg.model)
         data = run_data(cfg, tokenizer)

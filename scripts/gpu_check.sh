@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check: on a machine with one CUDA GPU and no network, in about 10 minutes, runs
-#   1. the notebook cells flagged `cuda` (chapter 03: 4-bit on the GPU, bf16/fp16 autocast, chunked log-probs);
+# The GPU check: on a machine with one CUDA GPU and no network, in about 20 minutes, runs
+#   1. every chapter's tests on the GPU, top to bottom as a Colab GPU runtime runs them: each notebook under nbdev_test
+#      with the `cuda` cells on (4-bit on the GPU, bf16/fp16 autocast), one result per chapter;
 #   2. bench/vs_trl.py --config gpu (random 7B-architecture model, nf4, 512 tokens) and --config reference on the GPU;
 #   3. the Colab-T4 recipe (rpo_train --config colab_t4_mistral7b) for 6 steps in fp16 on a random 7B, on the shipped
 #      HH sample;
@@ -20,7 +21,9 @@ step() {   # name, command...: run, time, remember pass/fail; never stop the who
   else status+=("\"$name\": {\"ok\": false, \"seconds\": $(( $(date +%s) - s ))}"); tail -30 "$log/$name.log"; fi
   echo "gpu_check: $name done in $(( $(date +%s) - s )) s"
 }
-step cuda_cells "$PY" -c 'from nbdev.test import nbdev_test; nbdev_test()' --flags cuda --path nbs/03_model.ipynb
+for nb in nbs/[0-9]*.ipynb; do   # each chapter alone, so that one failure does not hide the others
+  step "chapter_$(basename "$nb" .ipynb)" "$PY" -c 'from nbdev.test import nbdev_test; nbdev_test()' --flags cuda --path "$nb"
+done
 step vs_trl_gpu "$PY" bench/vs_trl.py --config gpu
 step vs_trl_reference_gpu "$PY" bench/vs_trl.py --config reference
 # the T4 recipe, fp16, on the random 7B that the gpu benchmark wrote (same cache)

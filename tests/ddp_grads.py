@@ -26,7 +26,7 @@ warnings.simplefilter("ignore")
 acc = Accelerator(cpu=True)
 tok = load_tokenizer(TINY_MODEL)
 torch.manual_seed(0)
-policy = SequenceLogProbs(add_lora(load_model(TINY_MODEL, dtype=torch.float64), r=8, alpha=16, dropout=0.0,
+policy = SequenceLogProbs(add_lora(load_model(TINY_MODEL, "none", torch.float64, "cpu"), r=8, alpha=16, dropout=0.0,
                                    gradient_checkpointing=False))
 with torch.no_grad():
     for n, w in policy.named_parameters():

@@ -123,3 +123,16 @@ def test_the_wheel_ships_the_configs(tmp_path):
     for name in ("tiny", "quickstart", "colab_t4_mistral7b", "paper_recipe_lora", "paper_recipe_lora_global"):
         assert f"rpo_nb/configs/{name}.yaml" in names, name
     assert any(n.startswith("rpo_nb/sample_data/hh-rlhf/") for n in names)
+
+
+def test_merge_that_cannot_fit_in_ram_is_refused_before_training(tmp_path):
+    """--merge on a machine without the RAM for the bf16 model: one line at the start, nothing trained or written."""
+    code = ("import rpo_nb.train as t; t.available_ram = lambda: 100_000; t.main()")   # a machine with 100 kB free
+    out = tmp_path / "run"
+    r = rpo_train("--config", "tiny", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--merge", *FAST, code=code)
+    last = one_clear_line(r, "--merge needs about", "GB of free RAM", "--resume --merge")
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    r = rpo_train("--config", "tiny", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), *FAST)   # no merge: trains
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = rpo_train("--config", "tiny", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--resume", "--merge", *FAST)
+    assert r.returncode == 0 and (out / "merged" / "config.json").exists(), r.stderr[-3000:]   # merged later, nothing retrained
