@@ -43,9 +43,9 @@ def main():
             parts.append((text if text.startswith("## ") else f"## {name.removesuffix('.md').replace('_', ' ')}\n\n{text}") + "\n")
         elif name == "vs_trl_gpu.md":
             parts.append("## vs TRL: `gpu`\n\nNot measured yet: the machines this was developed on had no GPU. "
-                         "`bash scripts/gpu_check.sh` measures it on any machine with one GPU, offline, in about 10 minutes "
-                         "(the `gpu` and `reference` configurations, the `cuda` notebook cells, and the T4 recipe in fp16 on a "
-                         "random 7B), and writes the figures to `bench/results/`.\n\n")
+                         "`bash scripts/gpu_check.sh` measures it on any machine with one GPU, offline, in about 20 minutes "
+                         "(the `gpu` and `reference` configurations, every chapter's tests on the GPU, a one-GPU FSDP run, and "
+                         "the T4 recipe in fp16 on a random 7B), and writes the figures to `bench/results/`.\n\n")
     out = HERE.parent / "nbs" / "benchmarks.md"
     out.write_text("".join(parts))
     print("wrote", out)

@@ -433,7 +433,10 @@ def answer_end_id(tokenizer) -> int:
     after = text[text.index(mark) + len(mark):] if mark in text else ""
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     # the first special token the template writes after an assistant's words (Llama-2's " </s>" has a space first)
-    return next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), tokenizer.eos_token_id)
+    end = next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), None)
+    if end is None and after.strip():
+        warnings.warn(f"the chat template ends an assistant turn with {after.strip()!r}, which holds no special token; answers end in EOS")
+    return tokenizer.eos_token_id if end is None else end
 
 # %% ../nbs/00_data.ipynb #553e86e5
 def truncate_prompt(ids: list[int], max_prompt_length: int, truncation: str = "keep_end", bos_token_id: int | None = None) -> list[int]:

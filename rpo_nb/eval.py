@@ -8,17 +8,18 @@ import json, math, random, re, time, urllib.error, urllib.request, os
 from pathlib import Path
 
 import torch
+import yaml
 
 from .data import (format_prompt, adds_bos, answer_end_id, truncate_prompt, load_tokenizer, pad_token_id, read_records,
                          answer_text, resolve_pretrained)
-from .model import SequenceLogProbs, load_model, reference_mode, unwrap
+from .model import SequenceLogProbs, default_device, load_model, reference_mode, unwrap
 from .train import (Items, RunConfig, autocast_precision, batched_logps, heldout_metrics, load_config, make_items,
                           reference_logps, run_data)
 
 # %% auto #0
 __all__ = ['JUDGE_QUESTIONS', 'wilson_interval', 'bootstrap_interval', 'margin_report', 'run_report', 'run_reference',
-           'load_trained', 'evaluate_adapter', 'prompt_batch', 'sample_answers', 'save_samples', 'load_alpaca_eval',
-           'alpaca_eval_outputs', 'clean_answer', 'parse_verdict', 'LLMJudge', 'RewardModelJudge',
+           'run_settings', 'load_trained', 'evaluate_adapter', 'prompt_batch', 'sample_answers', 'save_samples',
+           'load_alpaca_eval', 'alpaca_eval_outputs', 'clean_answer', 'parse_verdict', 'LLMJudge', 'RewardModelJudge',
            'ImplicitRewardJudge', 'win_rate', 'comparison_table']
 
 # %% ../nbs/05_eval.ipynb #d98195a1
@@ -53,12 +54,31 @@ def run_report(output_dir: str | Path) -> dict:
     done = json.loads((Path(output_dir) / "done.json").read_text())
     return {"loss": done["loss"], "before": margin_report(done["spread_before"]), "after": margin_report(done["spread_after"])}
 
+def _run_folder(adapter: str | Path) -> Path | None:
+    "The run folder an adapter belongs to: its parent for a stage's `adapter`, three up for a checkpoint's."
+    a = Path(adapter)
+    for folder in (a.parent, a.parents[2] if len(a.parents) > 2 and a.parent.parent.name == "checkpoints" else None):
+        if folder is not None and ((folder / "done.json").exists() or (folder / "config.yaml").exists()): return folder
+    return None
+
 def run_reference(adapter: str | Path, default: str | Path | None = None) -> Path | None:
-    "The reference `adapter` was trained against, as its run folder records it (an SFT adapter; None: the base), else `default`."
-    done = Path(adapter).parent / "done.json"
-    if not done.exists(): return Path(default) if default else None
-    ref = json.loads(done.read_text()).get("reference_adapter")
-    return None if ref is None else Path(adapter).parent / ref   # recorded relative to the run folder when inside it
+    "The reference `adapter` was trained against (an SFT adapter; None: the base), as its run folder records it, else `default`."
+    folder = _run_folder(adapter)
+    if folder is None: return Path(default) if default else None
+    if (folder / "done.json").exists() and "reference_adapter" in (done := json.loads((folder / "done.json").read_text())):
+        return None if done["reference_adapter"] is None else folder / done["reference_adapter"]   # relative to the run folder
+    # an unfinished run (a checkpoint's adapter) or one from before the record: what its config trained against
+    cfg = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").exists() else {}
+    if folder.name == "sft" and (folder.parent / "config.yaml").exists(): return None   # stage `both`'s SFT stage: the base
+    if cfg.get("stage") == "both": return folder / "sft" / "adapter"
+    return Path(cfg["sft_adapter"]) if cfg.get("sft_adapter") else (Path(default) if default else None)
+
+def run_settings(adapter: str | Path) -> dict:
+    "The settings of the run an adapter came from (its config.yaml), or {} for an adapter outside a run folder."
+    folder = _run_folder(adapter)
+    for f in ([folder / "config.yaml", folder.parent / "config.yaml"] if folder is not None else []):
+        if f.exists(): return yaml.safe_load(f.read_text()) or {}
+    return {}
 
 def load_trained(model: str, adapter: str | Path | None, quantization: str = "auto", device: str | None = None,
                  dtype: str = "auto", reference: str | Path | None = None, attn_implementation: str | None = None):
@@ -77,7 +97,7 @@ def evaluate_adapter(cfg: RunConfig, adapter: str | Path, reference: str | Path 
     tok = load_tokenizer(cfg.model)
     test = make_items(run_data(cfg, tok)["test"], "paired")
     policy = SequenceLogProbs(load_trained(cfg.model, adapter, cfg.quantization, dtype=cfg.dtype, reference=reference,
-                                           attn_implementation=cfg.attn_implementation))
+                                           attn_implementation=cfg.attn_implementation)).eval()
     mp, pid = autocast_precision(cfg.dtype), pad_token_id(tok)   # the run's arithmetic: its precision and autocast
     ref = reference_logps(policy, test, cfg, pid, adapter=reference, mixed_precision=mp)
     metrics, margins = heldout_metrics(policy, test, ref, cfg, pid, mixed_precision=mp)
@@ -113,22 +133,25 @@ def sample_answers(model, tokenizer, prompts: list, max_new_tokens: int | None =
     "Nucleus-sampled answers (prompt + answer ≤ `max_length` tokens, as the paper; `max_new_tokens` caps further), seeded."
     from transformers import StoppingCriteriaList
     device = next(unwrap(model).parameters()).device
-    stop = sorted({answer_end_id(tokenizer), tokenizer.eos_token_id})   # the chat template's turn end, and EOS
+    own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)   # e.g. Llama-3.1's <|eom_id|> too
+    stop = sorted({answer_end_id(tokenizer), tokenizer.eos_token_id, *(own if isinstance(own, list) else [own] if own is not None else [])})
     was_training, out = model.training, []
     model.eval()
-    for s in range(0, len(prompts), batch_size):
-        torch.manual_seed(seed + s)
-        enc = {k: v.to(device) for k, v in prompt_batch(tokenizer, prompts[s:s + batch_size], max_prompt_length).items()}
-        lengths, width = enc["attention_mask"].sum(1), enc["input_ids"].shape[1]
-        if int(lengths.max()) >= max_length:
-            raise ValueError(f"prompt {s + int(lengths.argmax())} keeps {int(lengths.max())} tokens (max_prompt_length={max_prompt_length}): "
-                             f"no room for an answer within max_length={max_length}")
-        room = max_length - int(lengths.min())
-        gen = model.generate(**enc, do_sample=True, top_p=top_p, temperature=temperature,
-                             max_new_tokens=min(room, max_new_tokens or room), pad_token_id=pad_token_id(tokenizer), eos_token_id=stop,
-                             stopping_criteria=StoppingCriteriaList([_row_budget(lengths, width, max_length)]))
-        out += [tokenizer.decode(g[width:], skip_special_tokens=True).strip() for g in gen]
-    model.train(was_training)
+    try:
+        for s in range(0, len(prompts), batch_size):
+            torch.manual_seed(seed + s)
+            enc = {k: v.to(device) for k, v in prompt_batch(tokenizer, prompts[s:s + batch_size], max_prompt_length).items()}
+            lengths, width = enc["attention_mask"].sum(1), enc["input_ids"].shape[1]
+            if int(lengths.max()) >= max_length:
+                raise ValueError(f"prompt {s + int(lengths.argmax())} keeps {int(lengths.max())} tokens (max_prompt_length="
+                                 f"{max_prompt_length}): no room for an answer within max_length={max_length}")
+            room = max_length - int(lengths.min())
+            # nucleus sampling alone, as the paper: no top-k or repetition penalty that a model's generation config may carry
+            gen = model.generate(**enc, do_sample=True, top_p=top_p, temperature=temperature, top_k=0, repetition_penalty=1.0,
+                                 max_new_tokens=min(room, max_new_tokens or room), pad_token_id=pad_token_id(tokenizer),
+                                 eos_token_id=stop, stopping_criteria=StoppingCriteriaList([_row_budget(lengths, width, max_length)]))
+            out += [tokenizer.decode(g[width:], skip_special_tokens=True).strip() for g in gen]
+    finally: model.train(was_training)
     return out
 
 def save_samples(path: str | Path, prompts: list, chosen: list, policy: list[str]) -> list[dict]:
@@ -275,9 +298,13 @@ class ImplicitRewardJudge:
                  max_prompt_length: int = 256, batch_size: int = 8, quantization: str = "auto", clean: bool = True,
                  reference: str | Path | None = "auto", dtype: str = "auto"):
         self.tokenizer, self.clean = load_tokenizer(model), clean
-        # the reference the adapter trained against ('auto': as its run folder records it), in the run's arithmetic
+        # 'auto': the reference the adapter trained against and the run's precision, as its run folder records them
+        run = run_settings(adapter)
         reference = run_reference(adapter) if reference == "auto" else reference
-        self.policy = SequenceLogProbs(load_trained(model, adapter, quantization, dtype=dtype, reference=reference))
+        quantization = run.get("quantization", "auto") if quantization == "auto" else quantization
+        dtype = run.get("dtype", "auto") if dtype == "auto" else dtype
+        self.policy = SequenceLogProbs(load_trained(model, adapter, quantization, dtype=dtype, reference=reference,
+                                                    attn_implementation=run.get("attn_implementation"))).eval()
         self.mixed_precision, self.end_id = autocast_precision(dtype), answer_end_id(self.tokenizer)
         self.beta, self.max_length, self.max_prompt_length, self.batch_size = beta, max_length, max_prompt_length, batch_size
 

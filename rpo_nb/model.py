@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_model.ipynb #ee89d488
 from __future__ import annotations
-import contextlib, warnings
+import contextlib, os, warnings
 from pathlib import Path
 
 import torch
@@ -54,16 +54,20 @@ def load_model(name_or_path: str | Path, quantization: str = "auto", dtype: str 
     quantization, dt = resolve_precision(quantization, dtype, device)
     kwargs = {"dtype": dt}
     if quantization == "nf4":
-        # storing the packed 4-bit weights in the compute dtype lets FSDP shard them (QLoRA + FSDP)
-        storage = {"bnb_4bit_quant_storage": dt} if str(device).startswith("cuda") else {}
+        # the packed 4-bit weights stored in the compute dtype: FSDP can shard them (QLoRA + FSDP)
         kwargs["quantization_config"] = transformers.BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dt, **storage)
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dt,
+            bnb_4bit_quant_storage=dt)
     elif quantization == "int8": kwargs["quantization_config"] = transformers.BitsAndBytesConfig(load_in_8bit=True)
     elif quantization != "none": raise ValueError(f"quantization must be auto, nf4, int8 or none, not {quantization!r}")
     attn = _attention(attn_implementation, device)
     if attn: kwargs["attn_implementation"] = attn
     index = int(str(device).split(":")[1]) if ":" in str(device) else 0
-    device_map = {"": index if str(device).startswith("cuda") else "cpu"}
+    # sharded runs place no whole copy on a GPU: under FSDP the weights stay on the CPU (with cpu_ram_efficient_loading
+    # only the first process reads them) and FSDP moves each process's shard; ZeRO-3 partitions them as they load
+    from transformers.integrations import is_deepspeed_zero3_enabled
+    sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or is_deepspeed_zero3_enabled()
+    device_map = None if sharded else {"": index if str(device).startswith("cuda") else "cpu"}
     model = transformers.AutoModelForCausalLM.from_pretrained(resolve_pretrained(name_or_path), device_map=device_map, **kwargs)
     model.requires_grad_(False)
     return model
@@ -130,9 +134,25 @@ class SequenceLogProbs(torch.nn.Module):
         super().__init__()
         self.policy, self.chunk_size = policy, chunk_size
 
+    def language_model(self):
+        "The transformers model inside (below peft's wrapper, if any)."
+        return self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
+
+    @property
+    def _no_split_modules(self) -> list[str]:
+        "The decoder-layer classes, which FSDP wraps one by one: accelerate reads them off the module it prepares."
+        return list(getattr(self.language_model(), "_no_split_modules", None) or [])
+
+    def tie_weights(self, *args, **kwargs):
+        "Tie the head to the embeddings again (FSDP's memory-saving load calls it after moving the model)."
+        return self.language_model().tie_weights(*args, **kwargs)
+
+    def get_input_embeddings(self): return self.language_model().get_input_embeddings()     # FSDP shards these two
+    def get_output_embeddings(self): return self.language_model().get_output_embeddings()   # in units of their own
+
     def forward(self, input_ids, attention_mask, position_ids, token_index, token_targets, token_sequence,
                 n_sequences: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lm = self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
+        lm = self.language_model()
         cfg = lm.config.get_text_config()
         if attention_mask.ndim == 4:
             impl = cfg._attn_implementation

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_train.ipynb #e4308949
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, json, math, os, random, shutil, sys, time, types, typing, warnings
+import argparse, contextlib, dataclasses, datetime, hashlib, json, math, os, random, shutil, sys, time, types, typing, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,18 +23,23 @@ from .model import (SequenceLogProbs, add_lora, compute_dtype, default_device, l
                           resolve_precision, unwrap)
 
 # %% auto #0
-__all__ = ['LOSSES', 'DATASETS', 'BATCH_LOSSES', 'RunConfig', 'shipped_configs', 'config_path', 'load_config', 'config_fields',
-           'run_data', 'Items', 'make_items', 'autocast_context', 'batched_logps', 'resolved_settings', 'reference_key',
-           'reference_logps', 'contrast_step', 'batch_loss', 'micro_batches', 'mismatched_items', 'kto_reference_point',
-           'optimizer_step', 'make_optimizer', 'make_scheduler', 'save_checkpoint', 'load_checkpoint',
-           'heldout_metrics', 'memory_metrics', 'MetricsLog', 'train_stage', 'autocast_precision', 'write_plots',
-           'available_ram', 'merge_memory_needed', 'check_merge_memory', 'merge_adapter', 'RunError',
-           'check_output_dir', 'run', 'parse_overrides', 'main']
+__all__ = ['LOSSES', 'DATASETS', 'BATCH_LOSSES', 'RunError', 'RunConfig', 'shipped_configs', 'config_path', 'load_config',
+           'config_fields', 'run_data', 'Items', 'make_items', 'autocast_context', 'batched_logps', 'resolved_settings',
+           'reference_key', 'reference_logps', 'contrast_step', 'batch_loss', 'micro_batches', 'mismatched_items',
+           'kto_reference_point', 'optimizer_step', 'make_optimizer', 'make_scheduler', 'adapter_weights',
+           'set_adapter_weights', 'save_adapter', 'save_checkpoint', 'load_checkpoint', 'heldout_metrics',
+           'memory_metrics', 'MetricsLog', 'contrast_layout', 'Stage', 'prepare_stage', 'resume_stage', 'stage_batch',
+           'train_step', 'summarise_stage', 'train_stage', 'autocast_precision', 'write_plots', 'available_ram',
+           'merge_memory_needed', 'check_merge_memory', 'merge_adapter', 'check_output_dir', 'run', 'parse_overrides',
+           'main']
 
 # %% ../nbs/04_train.ipynb #d5ff093f
 LOSSES = {"rpo": "paired", "rpo_diagonal": "paired", "dpo": "paired", "ipo": "paired", "cdpo": "paired",
           "rpo_unpaired": "unpaired", "kto": "unpaired", "sft": "sft"}
 DATASETS = {"hh": load_hh, "tldr": load_tldr, "chat": load_chat_pairs, "trl": load_trl}
+
+class RunError(ValueError):
+    "A run that cannot start as configured: its output folder holds another run, or its settings do not fit its data."
 
 @dataclass
 class RunConfig:
@@ -81,9 +86,9 @@ class RunConfig:
     undesirable_fraction: float = 1.0   # unpaired losses on paired data: share of rejected answers kept
     # batching
     micro_batch_size: int = 4           # items (pairs or single answers) whose activations are held at once
-    contrast_batch_size: int | None = None  # items one loss sees, per process (None = micro_batch_size); > micro: two-pass step
+    contrast_batch_size: int | None = None  # items one loss sees (None = micro_batch_size), in all processes together; > micro: two-pass step
     gradient_accumulation_steps: int = 1  # contrast batches per optimizer step
-    global_contrast: bool = True        # several processes: contrast the global batch (False = per device, as the reference code)
+    global_contrast: bool = True        # True: one loss over contrast_batch_size items from all processes, the same objective on any GPU count; False: per device, each process's own loss over contrast_batch_size items (the reference code's recipe)
     eval_batch_size: int = 8            # items per forward pass in reference and evaluation passes
     # optimisation
     optimizer: str = "auto"             # auto (paged_adamw_8bit on CUDA, adamw on CPU) | adamw | adamw_8bit | paged_adamw_8bit | rmsprop
@@ -255,19 +260,25 @@ def batched_logps(model, items: Items, batch_size: int, pad_id: int, accelerator
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator and split else (0, 1)
     device = accelerator.device if accelerator else next(unwrap(model).parameters()).device
     per_item = len(items.groups[0]) if len(items) else 1
+    mine = batches[rank::world]
+    # every process runs the same number of forwards: a prepared model's forward can be a collective (DDP's buffer
+    # broadcast, FSDP's all-gather, ZeRO-3's parameter gather), and a process that skipped one would leave the rest waiting
+    rounds = -(-len(batches) // world)
     results = {}
     was_training = model.training
     model.eval()   # scoring: no dropout
-    # the autocast of training (accelerate wraps the prepared policy's forward in it), also before `prepare` and for an
-    # evaluation outside a run: reference and policy log-probs then come from the same arithmetic, and every log-ratio
-    # starts at exactly 0
+    # the autocast of training (accelerate wraps the prepared policy's forward in it), also for an evaluation outside a
+    # run: reference and policy log-probs then come from the same arithmetic, and every log-ratio starts at exactly 0
     amp = accelerator.autocast() if accelerator is not None else autocast_context(mixed_precision, device)
-    with amp:
-        for b in tqdm(batches[rank::world], desc=desc, disable=desc is None or rank > 0, leave=False):
-            lp = model(**_device_batch(pack_sequences([items.groups[i] for i in b], pad_id, share_prompt), device))[0]
-            lp = lp if lp.dtype == torch.float64 else lp.float()   # float32 at least; a float64 model keeps its precision
-            for i, v in zip(b, lp.cpu().reshape(len(b), per_item)): results[i] = v
-    model.train(was_training)
+    try:
+        with amp:
+            for k in tqdm(range(rounds), desc=desc, disable=desc is None or rank > 0, leave=False):
+                b = mine[k] if k < len(mine) else batches[0]   # a process out of batches repeats one and drops the result
+                lp = model(**_device_batch(pack_sequences([items.groups[i] for i in b], pad_id, share_prompt), device))[0]
+                if k >= len(mine): continue
+                lp = lp if lp.dtype == torch.float64 else lp.float()   # float32 at least; a float64 model keeps its precision
+                for i, v in zip(b, lp.cpu().reshape(len(b), per_item)): results[i] = v
+    finally: model.train(was_training)
     if world > 1:
         from accelerate.utils import gather_object
         merged = {}
@@ -329,13 +340,27 @@ def _set_rng_state(state: tuple):
     torch.set_rng_state(state[0])
     if state[1] is not None: torch.cuda.set_rng_state(state[1])
 
+def _is_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+    return accelerator is not None and accelerator.distributed_type == DistributedType.DEEPSPEED
+
+@contextlib.contextmanager
+def _gradient_sync(accelerator, model, sync: bool):
+    "Synchronise (DDP, FSDP) or end the accumulation (DeepSpeed, which steps its engine there) only in the backward under `sync`."
+    if accelerator is None or (sync and not _is_deepspeed(accelerator)): yield; return
+    if not _is_deepspeed(accelerator):
+        with accelerator.no_sync(model): yield
+        return
+    accelerator.gradient_state._set_sync_gradients(sync)   # DeepSpeed: the accumulation boundary is this flag
+    try: yield
+    finally: accelerator.gradient_state._set_sync_gradients(True)
+
 def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor], loss_fn, accelerator=None,
                   global_contrast: bool = True, grad_scale: float = 1.0, sync: bool = True) -> dict:
     "Loss over one (global) contrast batch from micro-batched log-probs; gradients accumulate into the policy."
     world = accelerator.num_processes if (accelerator is not None and global_contrast) else 1
     backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
-    def ctx(last: bool):  # DDP: synchronise gradients only on the last backward of an optimizer step
-        return contextlib.nullcontext() if accelerator is None or (sync and last) else accelerator.no_sync(model)
+    ctx = lambda last: _gradient_sync(accelerator, model, sync and last)
     order = torch.cat(positions)
     n_local, single = len(order), len(micro_batches) == 1
     states, parts = [], []
@@ -352,10 +377,14 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
         if accelerator is not None and accelerator.num_processes > 1:
             # all processes skip together, or those that go on wait forever in the gradient all-reduce
             finite = bool(accelerator.gather(torch.tensor([float(finite)], device=leaf.device)).min() > 0)
-        if not finite: return {**metrics, "loss": float(loss), "skipped": 1}
-        (grad,) = torch.autograd.grad(loss, leaf)
         rank = accelerator.process_index if world > 1 else 0
-        g_local = grad[rank * n_local:(rank + 1) * n_local] * (world * grad_scale)
+        if finite:
+            (grad,) = torch.autograd.grad(loss, leaf)
+            g_local = grad[rank * n_local:(rank + 1) * n_local] * (world * grad_scale)
+        elif _is_deepspeed(accelerator):
+            # DeepSpeed counts its backward passes and steps inside the last one: run them, with no gradient
+            g_local = torch.zeros_like(local)
+        else: return {**metrics, "loss": float(loss), "skipped": 1}
         if single: backward((local * g_local).sum())
     if not single:
         end = _rng_state()
@@ -364,7 +393,7 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
             with ctx(k == len(micro_batches) - 1):
                 backward((model(**mb)[0] * g_local[pos.to(g_local.device)]).sum())
         _set_rng_state(end)
-    return {**metrics, "loss": loss.item()}
+    return {**metrics, "loss": loss.item()} if finite else {**metrics, "loss": float(loss), "skipped": 1}
 
 # %% ../nbs/04_train.ipynb #09673ad8
 def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items, reference: torch.Tensor | None,
@@ -379,20 +408,22 @@ def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items
     else:
         lab = torch.tensor([items.labels[i] for i in idx], device=logps.device)
         pc, pr, rc, rr = logps[lab], logps[~lab], ref[lab], ref[~lab]
-    common = (pc, pr, rc, rr)
+    common, extra = (pc, pr, rc, rr), {}
     if cfg.loss in ("rpo", "rpo_unpaired"):
         weights = None
         if embeddings is not None:
             e = embeddings[idx].to(logps.device)
             weights = distance_weights(e, e, cfg.tau) if items.paired else distance_weights(e[lab], e[~lab], cfg.tau)
         out = rpo_loss(*common, weights=weights, beta=cfg.beta, weight_on=cfg.weight_on)
+        if items.paired:   # the own pair's effective β: what a larger (or global) contrast set dilutes
+            extra["contrast/own_pair_beta"] = cfg.beta * (torch.diagonal(weights).mean().item() if weights is not None else 1.0)
     elif cfg.loss == "rpo_diagonal": out = rpo_diagonal_loss(*common, beta=cfg.beta, diagonal_weight=cfg.diagonal_weight)
     elif cfg.loss == "dpo": out = dpo_loss(*common, beta=cfg.beta)
     elif cfg.loss == "ipo": out = ipo_loss(*common, beta=cfg.beta)
     elif cfg.loss == "cdpo": out = cdpo_loss(*common, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
     else: out = kto_loss(*common, beta=cfg.beta, desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight, kl=kl)
     losses, cr, rj = out
-    return losses.mean(), preference_metrics(cr, rj, pc, pr, paired=items.paired)
+    return losses.mean(), {**preference_metrics(cr, rj, pc, pr, paired=items.paired), **extra}
 
 def micro_batches(items: Items, idx: list[int], size: int, pad_id: int, share_prompt: bool = True,
                   device=None) -> tuple[list[dict], list[torch.Tensor]]:
@@ -433,16 +464,18 @@ def kto_reference_point(model, items: Items, idx: list[int], cfg: RunConfig, pad
     return (total[0] / total[1]).clamp(min=0).detach()
 
 # %% ../nbs/04_train.ipynb #843896b7
-def optimizer_step(accelerator, optimizer, params, max_grad_norm: float) -> tuple[float, bool]:
-    "Clip and step; (grad norm, skipped). A non-finite gradient skips the update; under fp16 the loss scale drops."
-    grad_norm = float(accelerator.clip_grad_norm_(params, max_grad_norm))   # unscales fp16 gradients first
+def optimizer_step(accelerator, optimizer, model, max_grad_norm: float) -> tuple[float | None, bool]:
+    "Clip the global gradient norm and step; (grad norm, skipped). A non-finite gradient skips the update; under fp16 the loss scale drops."
+    # all the prepared model's parameters: accelerate then takes its FSDP branch, and the norm is over every shard
+    grad_norm = accelerator.clip_grad_norm_(list(model.parameters()), max_grad_norm)   # unscales fp16 gradients first
+    grad_norm = None if grad_norm is None else float(grad_norm)   # DeepSpeed clips inside its own step
     if accelerator.scaler is not None:
         # always step: GradScaler skips the update itself on inf/NaN and lowers its scale, which also
         # clears its per-step state (skipping the call would leave it 'unscaled' and the next clip would raise)
         optimizer.step()
         return grad_norm, bool(optimizer.step_was_skipped)
-    if not math.isfinite(grad_norm): return grad_norm, True
-    optimizer.step()
+    if grad_norm is not None and not math.isfinite(grad_norm): return grad_norm, True
+    optimizer.step()   # a no-op under DeepSpeed, whose engine stepped in the accumulation's last backward
     return grad_norm, False
 
 def make_optimizer(cfg: RunConfig, params, lr: float, device: str):
@@ -472,17 +505,74 @@ def _checkpoints(folder: Path) -> list[Path]:
     return sorted((p for p in folder.glob("step-*") if (p / "state.json").exists() and not p.name.endswith(".tmp")),
                   key=lambda p: int(p.name.split("-")[1]))
 
+def _dtensor_type():
+    try: from torch.distributed.tensor import DTensor
+    except ImportError: return ()
+    return DTensor
+
+def adapter_weights(policy) -> dict[str, torch.Tensor]:
+    "The trainable (LoRA) weights, whole, on the CPU, by their peft names; every process must call it (FSDP, ZeRO-3 gather)."
+    out = {}
+    for name, p in unwrap(policy).named_parameters():
+        if not p.requires_grad: continue
+        if isinstance(p, _dtensor_type()): out[name] = p.full_tensor().detach().cpu()    # FSDP2: the shards put together
+        elif hasattr(p, "ds_id"):                                                         # DeepSpeed ZeRO-3: partitioned
+            import deepspeed
+            with deepspeed.zero.GatheredParameters([p]): out[name] = p.data.detach().cpu().clone()
+        else: out[name] = p.detach().cpu().clone()
+    return out
+
+def set_adapter_weights(policy, weights: dict[str, torch.Tensor]):
+    "Load whole LoRA weights (as `adapter_weights` gives them) into a prepared or plain policy; every process must call it."
+    for name, p in unwrap(policy).named_parameters():
+        if name not in weights: continue
+        w = weights[name].to(p.dtype)
+        with torch.no_grad():
+            if isinstance(p, _dtensor_type()):
+                from torch.distributed.tensor import distribute_tensor   # each process keeps its own slice, no traffic
+                p.to_local().copy_(distribute_tensor(w.to(p.device), p.device_mesh, p.placements, src_data_rank=None).to_local())
+            elif hasattr(p, "ds_id"):
+                import deepspeed
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=0): p.data.copy_(w.to(p.device))
+            else: p.copy_(w.to(p.device))
+
+def save_adapter(policy, folder: Path, accelerator):
+    "Write the trained adapter (peft format) from whole weights, gathered across processes first."
+    weights = adapter_weights(policy)
+    if accelerator.is_main_process: unwrap(policy).save_pretrained(folder, state_dict=weights, selected_adapters=["default"])
+
+def _local_optimizer_state(optimizer) -> dict:
+    "This process's optimiser state with sharded (DTensor) tensors as their local pieces, which torch.save can write."
+    sd = optimizer.state_dict()
+    local = lambda v: v.to_local() if isinstance(v, _dtensor_type()) else v
+    if "state" in sd: sd["state"] = {i: {k: local(v) for k, v in s.items()} for i, s in sd["state"].items()}
+    return sd
+
+def _restore_optimizer_state(optimizer, sd: dict, accelerator):
+    "Load `_local_optimizer_state` output: local pieces become DTensors shaped like their parameters again."
+    if _is_deepspeed(accelerator):   # a ZeRO optimiser reads its own partition from a list of them, by process
+        return optimizer.load_state_dict([sd if r == accelerator.process_index else {} for r in range(accelerator.num_processes)])
+    params = [p for g in getattr(optimizer, "param_groups", []) for p in g["params"]]
+    if "state" in sd and any(isinstance(p, _dtensor_type()) for p in params):
+        from torch.distributed.tensor import DTensor
+        wrap = lambda p, v: DTensor.from_local(v.to(p.device), p.device_mesh, p.placements) if v.shape == p.to_local().shape else v
+        sd["state"] = {i: {k: wrap(params[i], v) if torch.is_tensor(v) and v.ndim else v for k, v in s.items()} for i, s in sd["state"].items()}
+    optimizer.load_state_dict(sd)
+
 def save_checkpoint(folder: Path, step: int, policy, optimizer, scheduler, accelerator, keep: int, extra: dict) -> Path:
-    "Write a checkpoint atomically (temp folder + rename) and keep the newest `keep`."
+    "Write a checkpoint atomically (temp folder + rename) and keep the newest `keep`; every process calls it."
     final, tmp = folder / f"step-{step:07d}", folder / f"step-{step:07d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-        unwrap(policy).save_pretrained(tmp / "adapter", selected_adapters=["default"])
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt"); torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        if accelerator.scaler is not None: torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")   # fp16 loss scale
+    if accelerator.is_main_process: shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
+    save_adapter(policy, tmp / "adapter", accelerator)
+    rank = accelerator.process_index   # each process its own optimiser state (sharded under FSDP and ZeRO) and random state
+    torch.save(_local_optimizer_state(optimizer), tmp / f"optimizer-{rank}.pt")
     torch.save({"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "python": random.getstate(), "numpy": np.random.get_state()}, tmp / f"rng-{accelerator.process_index}.pt")
+                "python": random.getstate(), "numpy": np.random.get_state()}, tmp / f"rng-{rank}.pt")
+    if accelerator.is_main_process:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        if accelerator.scaler is not None: torch.save(accelerator.scaler.state_dict(), tmp / "scaler.pt")   # fp16 loss scale
+        (tmp / "processes.json").write_text(json.dumps({"processes": accelerator.num_processes}))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "state.json").write_text(json.dumps({"step": step, **extra}))
@@ -493,14 +583,20 @@ def save_checkpoint(folder: Path, step: int, policy, optimizer, scheduler, accel
 
 def load_checkpoint(path: Path, policy, optimizer, scheduler, accelerator) -> dict:
     "Restore adapter weights, optimiser, scheduler and this process's random state; the saved state dict."
-    from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
-    set_peft_model_state_dict(unwrap(policy), load_file(path / "adapter" / "adapter_model.safetensors"), adapter_name="default")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    saved = json.loads((path / "processes.json").read_text())["processes"] if (path / "processes.json").exists() else 1
+    if saved != accelerator.num_processes:
+        raise RunError(f"{path} was written by {saved} processes and this run has {accelerator.num_processes}: resume with "
+                       f"{saved} (the optimiser and random states are per process)")
+    weights = load_file(path / "adapter" / "adapter_model.safetensors")   # peft's saved names lack the adapter's name
+    names = {n.replace(".default.", "."): n for n, p in unwrap(policy).named_parameters() if p.requires_grad}
+    set_adapter_weights(policy, {names[k]: v for k, v in weights.items()})
+    rank = accelerator.process_index
+    _restore_optimizer_state(optimizer, torch.load(path / f"optimizer-{rank}.pt", weights_only=False), accelerator)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     if accelerator.scaler is not None and (path / "scaler.pt").exists():
         accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=False))
-    rng = torch.load(path / f"rng-{accelerator.process_index}.pt", weights_only=False)
+    rng = torch.load(path / f"rng-{rank}.pt", weights_only=False)
     torch.set_rng_state(rng["torch"]); random.setstate(rng["python"]); np.random.set_state(rng["numpy"])
     if rng["cuda"] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(rng["cuda"])
     return json.loads((path / "state.json").read_text())
@@ -596,130 +692,207 @@ def _run_path(path: str | Path | None, out: Path) -> str | None:
     path = Path(path).resolve()
     return str(path.relative_to(out.resolve())) if path.is_relative_to(out.resolve()) else str(path)
 
-def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
-                adapter: str | Path | None = None, resume: bool = False) -> dict:
-    "Train one stage ('sft' or 'pref') into out/adapter; returns the held-out metrics before and after."
-    from accelerate.utils import DistributedType, set_seed
-    done = out / "done.json"
-    if resume and done.exists(): return json.loads(done.read_text())   # finished: nothing to redo
-    # checked before any data or model work: DeepSpeed owns the backward pass
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.contrast_batch_size > cfg.micro_batch_size:
-        raise ValueError("DeepSpeed runs its own backward and accumulation: use contrast_batch_size == micro_batch_size "
-                         "with DeepSpeed, or DDP/FSDP for contrast batches larger than memory")
+def contrast_layout(cfg: RunConfig, processes: int) -> tuple[int, int]:
+    "(items per process, items per global batch) of a contrast batch: a global contrast splits `contrast_batch_size` over the processes."
+    B = cfg.contrast_batch_size
+    if not cfg.global_contrast: return B, B * processes   # per device: each process's loss has B items of its own
+    if B % processes:
+        raise RunError(f"contrast_batch_size {B} does not split over {processes} processes: use a multiple of {processes} "
+                       f"(or global_contrast: false for a loss per process)")
+    return B // processes, B
+
+def _frozen_share(policy, accelerator) -> list[int]:
+    "Frozen weights each process holds (elements): all of them under DDP, a shard under FSDP."
+    DTensor = _dtensor_type()
+    n = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in policy.parameters() if not p.requires_grad)
+    t = torch.tensor([n], device=accelerator.device)
+    return (accelerator.gather(t) if accelerator.num_processes > 1 else t).tolist()
+
+@dataclass
+class Stage:
+    "What one training stage holds while it runs: settings, items, reference log-probs, the prepared policy and its optimiser."
+    cfg: RunConfig; name: str; out: Path; accelerator: typing.Any; lr: float; total: int
+    train_items: Items; test_items: Items; embeddings: torch.Tensor | None; reference: torch.Tensor | None
+    test_reference: torch.Tensor; policy: typing.Any; optimizer: typing.Any; scheduler: typing.Any
+    local_batch: int; global_batch: int; per_epoch_batches: int; pad_id: int; adapter: str | Path | None
+    n_tokens: torch.Tensor | None = None           # scored tokens per sequence (SFT's mean over tokens)
+    frozen_per_process: list[int] = field(default_factory=list)   # frozen weights each process holds once prepared
+    batches: dict = field(default_factory=dict)   # the current epoch's contrast batches
+
+def _deepspeed_settings(cfg: RunConfig, accelerator, backwards: int):
+    "DeepSpeed's own batch settings, which it checks and acts on: the micro-batch, backward passes per step, clipping."
+    if cfg.quantization in ("nf4", "int8") and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        raise RunError("DeepSpeed ZeRO-3 partitions the weights, which 4-bit/8-bit weights cannot be: use quantization: none, "
+                       "ZeRO-2, or FSDP (accelerate_fsdp.yaml) to shard a quantised model")
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds.update(train_micro_batch_size_per_gpu=cfg.micro_batch_size, gradient_accumulation_steps=backwards,
+              gradient_clipping=cfg.max_grad_norm, train_batch_size=cfg.micro_batch_size * backwards * accelerator.num_processes)
+
+@contextlib.contextmanager
+def _whole_models():
+    "Models loaded inside stay whole: ZeRO-3 would partition them as they load, a collective the embedder (loaded by one process first) cannot join."
+    try: import transformers.integrations.deepspeed as hf_deepspeed
+    except ImportError: yield; return
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try: yield
+    finally: hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
+                  adapter: str | Path | None = None) -> Stage:
+    "Items, prompt embeddings, the policy and its optimiser, prepared by accelerate, and the reference log-probs."
+    from accelerate.utils import set_seed
     scfg, lr, epochs, step_cap = _stage_settings(cfg, stage)
-    kind, main, rank, world = LOSSES[scfg.loss], accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    pad_id = pad_token_id(tokenizer)
+    kind, world = LOSSES[scfg.loss], accelerator.num_processes
+    local_batch, global_batch = contrast_layout(cfg, world)
     train_items = make_items(data["train"], kind)
     test_items = make_items(data["test"], "paired" if "chosen_input_ids" in data["test"].column_names else "unpaired")
+    per_epoch = len(_epoch_batches(scfg, train_items, global_batch, 0))
+    accum = cfg.gradient_accumulation_steps
+    if per_epoch < accum:
+        raise RunError(f"{len(train_items)} training items do not fill one optimizer step of {accum} × {global_batch} items")
+    total = step_cap or max(1, math.ceil(per_epoch // accum * epochs))
+    if _is_deepspeed(accelerator):   # checked and set before any model work
+        _deepspeed_settings(cfg, accelerator, accum * -(-local_batch // cfg.micro_batch_size))
     emb = None
     if scfg.loss in ("rpo", "rpo_unpaired") and cfg.use_embeddings:   # before the model loads; the embedder is freed after
-        with accelerator.main_process_first():
+        with accelerator.main_process_first(), _whole_models():
             emb = embed_prompts(train_items.prompts, cfg.embedder, cache_dir=Path(cfg.cache_dir) / "embeddings" if cfg.cache_dir else None)
         release_embedders()
     set_seed(cfg.seed)
     base = load_model(cfg.model, cfg.quantization, cfg.dtype, str(accelerator.device), cfg.attn_implementation)
     policy = SequenceLogProbs(add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
                                        cfg.gradient_checkpointing, adapter=adapter))
-    ref = reference_logps(policy, train_items, scfg, pad_id, adapter, accelerator) if kind != "sft" else None
-    test_ref = reference_logps(policy, test_items, scfg, pad_id, adapter, accelerator)
-    n_tokens = train_items.n_tokens()
-
-    B, accum = cfg.contrast_batch_size, cfg.gradient_accumulation_steps
-    global_batch = B * world
-    per_epoch_batches = len(_epoch_batches(scfg, train_items, global_batch, 0))
-    if per_epoch_batches < accum:
-        raise RunError(f"{len(train_items)} training items do not fill one optimizer step of {accum} × {global_batch} items")
-    total = step_cap or max(1, math.ceil(per_epoch_batches // accum * epochs))
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = make_optimizer(scfg, params, lr, str(accelerator.device))
+    optimizer = make_optimizer(scfg, [p for p in policy.parameters() if p.requires_grad], lr, str(accelerator.device))
     scheduler = make_scheduler(scfg, optimizer, total)
     policy, optimizer = accelerator.prepare(policy, optimizer)
+    frozen = _frozen_share(policy, accelerator)   # before any forward: FSDP keeps some units gathered after one
+    # after `prepare`: under FSDP only the first process has read the weights until prepare shares them out
+    pad_id = pad_token_id(tokenizer)
+    ref = reference_logps(policy, train_items, scfg, pad_id, adapter, accelerator) if kind != "sft" else None
+    test_ref = reference_logps(policy, test_items, scfg, pad_id, adapter, accelerator)
+    return Stage(scfg, stage, out, accelerator, lr, total, train_items, test_items, emb, ref, test_ref, policy, optimizer,
+                 scheduler, local_batch, global_batch, per_epoch, pad_id, adapter, train_items.n_tokens() if kind == "sft" else None,
+                 frozen)
 
-    ckpts, start = out / "checkpoints", 0
+# %% ../nbs/04_train.ipynb #556cdd01
+def resume_stage(st: Stage, resume: bool = True) -> int:
+    "Restore the newest checkpoint of the stage when resuming: the step to continue from (0: a fresh start)."
+    from accelerate.utils import set_seed
+    ckpts = st.out / "checkpoints"
     latest = _checkpoints(ckpts)[-1] if resume and ckpts.exists() and _checkpoints(ckpts) else None
-    if latest is not None:
-        start = load_checkpoint(latest, policy, optimizer, scheduler, accelerator)["step"]
-        if start > total:
-            raise RunError(f"{latest} is at step {start}, past the {total} steps of this config: --overwrite to start over")
-        if main: print(f"{stage}: resuming from step {start} of {total} ({latest})")
-    log = MetricsLog(out / "metrics.jsonl", cfg, main, keep_until=start if latest is not None else None)
-    if latest is None: set_seed(cfg.seed + 1)   # dropout's stream starts the same whether caches were hit or not
+    if latest is None:
+        set_seed(st.cfg.seed + 1)   # dropout's stream starts the same whether caches were hit or not
+        return 0
+    start = load_checkpoint(latest, st.policy, st.optimizer, st.scheduler, st.accelerator)["step"]
+    if start > st.total:
+        raise RunError(f"{latest} is at step {start}, past the {st.total} steps of this config: --overwrite to start over")
+    if st.accelerator.is_main_process: print(f"{st.name}: resuming from step {start} of {st.total} ({latest})")
+    return start
 
-    before = json.loads((out / "eval_before.json").read_text()) if latest is not None and (out / "eval_before.json").exists() else None
-    if before is None:
-        # a real policy pass, not the reference reused: at step 0 (LoRA B = 0) every log-ratio must come out exactly 0
-        m0, spread0 = heldout_metrics(policy, test_items, test_ref, scfg, pad_id, accelerator)
-        before = {"metrics": m0, "spread": spread0.tolist()}
-        if main: out.mkdir(parents=True, exist_ok=True); (out / "eval_before.json").write_text(json.dumps(before))
-        log({"step": 0, **m0})
+def stage_batch(st: Stage, c: int) -> list[int]:
+    "The c-th global contrast batch of the run (epochs follow one another, each in its own order)."
+    epoch = c // st.per_epoch_batches
+    if epoch not in st.batches: st.batches = {epoch: _epoch_batches(st.cfg, st.train_items, st.global_batch, epoch)}
+    return st.batches[epoch][c % st.per_epoch_batches]
 
-    cache, steps_log = {}, []
-    def batch(c: int) -> list[int]:
-        epoch = c // per_epoch_batches
-        if epoch not in cache: cache.clear(); cache[epoch] = _epoch_batches(scfg, train_items, global_batch, epoch)
-        return cache[epoch][c % per_epoch_batches]
+def train_step(st: Stage, step: int) -> dict:
+    "One optimizer step: `gradient_accumulation_steps` contrast batches, clipping, the update; its metrics."
+    cfg, acc, accum = st.cfg, st.accelerator, st.cfg.gradient_accumulation_steps
+    rank, kind = acc.process_index, LOSSES[cfg.loss]
+    t0, records, tokens = time.perf_counter(), [], 0
+    st.policy.train()   # set here, not left to whatever ran last: checkpointing and dropout act only in training mode
+    n_micro = -(-st.local_batch // cfg.micro_batch_size)
+    # the share of the step's gradient each contrast batch carries; DeepSpeed divides by its backward count itself
+    scale = n_micro if _is_deepspeed(acc) else 1 / accum   # DeepSpeed: ×(accum · n_micro) / accum
+    for a in range(accum):
+        idx = stage_batch(st, step * accum + a)
+        local = idx[rank * st.local_batch:(rank + 1) * st.local_batch]
+        loss_idx = idx if cfg.global_contrast else local
+        mbs, pos = micro_batches(st.train_items, local, cfg.micro_batch_size, st.pad_id, cfg.share_prompt, acc.device)
+        z = kto_reference_point(st.policy, st.train_items, idx, cfg, st.pad_id, acc) if cfg.loss == "kto" else None
+        n_tok = st.n_tokens[loss_idx] if kind == "sft" else None
+        fn = lambda lp, li=loss_idx, z=z, n=n_tok: batch_loss(cfg, lp, li, st.train_items, st.reference, st.embeddings, n, z)
+        records.append(contrast_step(st.policy, mbs, pos, fn, acc, cfg.global_contrast, scale, sync=a == accum - 1))
+        tokens += sum(len(s["input_ids"]) for i in local for s in st.train_items.groups[i])
+    skipped, grad_norm = any(r.get("skipped") for r in records), None
+    rec = {"step": step + 1, "epoch": (step + 1) * accum / st.per_epoch_batches, "learning_rate": st.scheduler.get_last_lr()[0],
+           **_mean_metrics(records)}
+    if not skipped: grad_norm, skipped = optimizer_step(acc, st.optimizer, st.policy, cfg.max_grad_norm)
+    st.optimizer.zero_grad(set_to_none=True)
+    st.scheduler.step()   # once per optimizer step, whatever the backend
+    rec["grad_norm"] = grad_norm if grad_norm is not None and math.isfinite(grad_norm) else None
+    rec["skipped"] = int(skipped)
+    if acc.scaler is not None: rec["loss_scale"] = acc.scaler.get_scale()
+    if _is_deepspeed(acc): rec["deepspeed/optimizer_steps"] = acc.deepspeed_engine_wrapped.engine.global_steps
+    rec["tokens"] = int(acc.reduce(torch.tensor(tokens, device=acc.device), "sum").item()) if acc.num_processes > 1 else tokens
+    rec["step_time"] = time.perf_counter() - t0
+    rec["tokens_per_s"] = rec["tokens"] / rec["step_time"]
+    rec.update(memory_metrics(acc.device))
+    if skipped and acc.is_main_process:
+        why = "fp16 gradient overflow, loss scale lowered" if acc.scaler is not None else "non-finite loss or gradient"
+        warnings.warn(f"step {step + 1}: {why}; step skipped")
+    return rec
 
-    bar = tqdm(total=total, initial=start, desc=f"{stage} ({scfg.loss})", disable=not (cfg.progress and main), dynamic_ncols=True)
-    memory_metrics(accelerator.device)   # peaks count from here
-    for step in range(start, total):
-        t0, records, tokens = time.perf_counter(), [], 0
-        policy.train()   # set here, not left to whatever ran last: checkpointing and dropout act only in training mode
-        for a in range(accum):
-            idx = batch(step * accum + a)
-            local = idx[rank * B:(rank + 1) * B]
-            loss_idx = idx if cfg.global_contrast else local
-            mbs, pos = micro_batches(train_items, local, cfg.micro_batch_size, pad_id, cfg.share_prompt, accelerator.device)
-            z = kto_reference_point(policy, train_items, idx, scfg, pad_id, accelerator) if scfg.loss == "kto" else None
-            fn = lambda lp, li=loss_idx, z=z: batch_loss(scfg, lp, li, train_items, ref, emb, n_tokens[li] if kind == "sft" else None, z)
-            records.append(contrast_step(policy, mbs, pos, fn, accelerator, cfg.global_contrast, 1 / accum, sync=a == accum - 1))
-            tokens += sum(len(s["input_ids"]) for i in local for s in train_items.groups[i])
-        skipped, grad_norm = any(r.get("skipped") for r in records), None
-        rec = {"step": step + 1, "epoch": (step + 1) * accum / per_epoch_batches, "learning_rate": scheduler.get_last_lr()[0],
-               **_mean_metrics(records)}
-        if not skipped: grad_norm, skipped = optimizer_step(accelerator, optimizer, params, cfg.max_grad_norm)
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        rec["grad_norm"] = grad_norm if grad_norm is not None and math.isfinite(grad_norm) else None
-        rec["skipped"] = int(skipped)
-        if accelerator.scaler is not None: rec["loss_scale"] = accelerator.scaler.get_scale()
-        rec["tokens"] = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), "sum").item()) if world > 1 else tokens
-        rec["step_time"] = time.perf_counter() - t0
-        rec["tokens_per_s"] = rec["tokens"] / rec["step_time"]
-        rec.update(memory_metrics(accelerator.device))
-        if skipped and main:
-            why = "fp16 gradient overflow, loss scale lowered" if accelerator.scaler is not None else "non-finite loss or gradient"
-            warnings.warn(f"step {step + 1}: {why}; step skipped")
-        log(rec)
-        mem = rec.get("memory/allocated_mb", rec.get("memory/rss_mb", 0))
-        bar.update(1); bar.set_postfix(loss=f"{rec['loss']:.4f}", margin=f"{rec.get('rewards/margins', 0):.3f}",
-                                       acc=f"{rec.get('rewards/accuracies', 0):.2f}", step=f"{rec['step_time']:.2f}s",
-                                       tok_s=f"{rec['tokens_per_s']:.0f}", mem=f"{mem / 1024:.1f}G")
-        steps_log.append(rec)
-        if cfg.eval_steps and (step + 1) % cfg.eval_steps == 0 and step + 1 < total:
-            log({"step": step + 1, **heldout_metrics(policy, test_items, test_ref, scfg, pad_id, accelerator)[0]})
-        if (step + 1) % cfg.save_steps == 0 or step + 1 == total:
-            save_checkpoint(ckpts, step + 1, policy, optimizer, scheduler, accelerator, cfg.save_total_limit,
-                            {"stage": stage, "loss": scfg.loss})
-    bar.close()
-    m1, spread1 = heldout_metrics(policy, test_items, test_ref, scfg, pad_id, accelerator)
-    log({"step": total, **m1}); log.close()
+# %% ../nbs/04_train.ipynb #40caaf4f
+def summarise_stage(st: Stage, before: dict, after: tuple[dict, torch.Tensor], steps_log: list[dict]) -> dict:
+    "The stage's record (done.json): held-out metrics before and after, speed, memory, the reference, the settings as resolved."
+    m1, spread1 = after
     timed = steps_log[1:] or steps_log   # the first step includes warm-up (allocations, kernel choice)
     mem_keys = sorted({k for r in steps_log for k in r if k.startswith("memory/")})
     speed = {"median_step_time": float(np.median([r["step_time"] for r in timed])) if timed else None,
              "tokens_per_s": sum(r["tokens"] for r in timed) / sum(r["step_time"] for r in timed) if timed else None,
              **{f"peak_{k.split('/')[1]}": max(r[k] for r in steps_log) for k in mem_keys},
              "skipped_steps": sum(r["skipped"] for r in steps_log)}
-    summary = {"stage": stage, "loss": scfg.loss, "steps": total, "before": before["metrics"], "after": m1,
-               "spread_before": before["spread"], "spread_after": spread1.tolist(), "test_items": len(test_items),
-               "train_items": len(train_items), "speed": speed, "reference_adapter": _run_path(adapter, out),
-               "resolved": resolved_settings(cfg, str(accelerator.device), accelerator.mixed_precision)}
-    if main:
-        unwrap(policy).save_pretrained(out / "adapter", selected_adapters=["default"])
-        done.write_text(json.dumps(summary))
+    acc = st.accelerator
+    return {"stage": st.name, "loss": st.cfg.loss, "steps": st.total, "before": before["metrics"], "after": m1,
+            "spread_before": before["spread"], "spread_after": spread1.tolist(), "test_items": len(st.test_items),
+            "train_items": len(st.train_items), "speed": speed, "reference_adapter": _run_path(st.adapter, st.out),
+            "parallel": {"backend": str(acc.distributed_type).split(".")[-1], "processes": acc.num_processes,
+                         "contrast_items_per_process": st.local_batch, "contrast_items_per_loss": st.local_batch if not st.cfg.global_contrast else st.global_batch,
+                         "frozen_params_per_process": st.frozen_per_process},
+            "resolved": resolved_settings(st.cfg, str(acc.device), acc.mixed_precision)}
+
+def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
+                adapter: str | Path | None = None, resume: bool = False) -> dict:
+    "Train one stage ('sft' or 'pref') into out/adapter; returns the held-out metrics before and after."
+    done, main = out / "done.json", accelerator.is_main_process
+    if resume and done.exists(): return json.loads(done.read_text())   # finished: nothing to redo
+    st = prepare_stage(cfg, accelerator, tokenizer, data, out, stage, adapter)
+    start = resume_stage(st, resume)
+    log = MetricsLog(out / "metrics.jsonl", cfg, main, keep_until=start if start else None)
+    before = json.loads((out / "eval_before.json").read_text()) if start and (out / "eval_before.json").exists() else None
+    if before is None:
+        # a real policy pass, not the reference reused: at step 0 (LoRA B = 0) every log-ratio must come out exactly 0
+        m0, spread0 = heldout_metrics(st.policy, st.test_items, st.test_reference, st.cfg, st.pad_id, accelerator)
+        before = {"metrics": m0, "spread": spread0.tolist()}
+        if main: out.mkdir(parents=True, exist_ok=True); (out / "eval_before.json").write_text(json.dumps(before))
+        log({"step": 0, **m0})
+    bar = tqdm(total=st.total, initial=start, desc=f"{stage} ({st.cfg.loss})", disable=not (cfg.progress and main), dynamic_ncols=True)
+    memory_metrics(accelerator.device)   # peaks count from here
+    steps_log = []
+    for step in range(start, st.total):
+        rec = train_step(st, step)
+        log(rec); steps_log.append(rec)
+        mem = rec.get("memory/allocated_mb", rec.get("memory/rss_mb", 0))
+        bar.update(1); bar.set_postfix(loss=f"{rec['loss']:.4f}", margin=f"{rec.get('rewards/margins', 0):.3f}",
+                                       acc=f"{rec.get('rewards/accuracies', 0):.2f}", step=f"{rec['step_time']:.2f}s",
+                                       tok_s=f"{rec['tokens_per_s']:.0f}", mem=f"{mem / 1024:.1f}G")
+        if cfg.eval_steps and (step + 1) % cfg.eval_steps == 0 and step + 1 < st.total:
+            log({"step": step + 1, **heldout_metrics(st.policy, st.test_items, st.test_reference, st.cfg, st.pad_id, accelerator)[0]})
+        if (step + 1) % cfg.save_steps == 0 or step + 1 == st.total:
+            save_checkpoint(out / "checkpoints", step + 1, st.policy, st.optimizer, st.scheduler, accelerator,
+                            cfg.save_total_limit, {"stage": stage, "loss": st.cfg.loss})
+    bar.close()
+    after = heldout_metrics(st.policy, st.test_items, st.test_reference, st.cfg, st.pad_id, accelerator)
+    log({"step": st.total, **after[0]}); log.close()
+    summary = summarise_stage(st, before, after, steps_log)
+    save_adapter(st.policy, out / "adapter", accelerator)
+    if main: done.write_text(json.dumps(summary))
     accelerator.wait_for_everyone()
     # the accelerator keeps every prepared model and optimiser: drop them, or stage 'both' holds two models
     accelerator.free_memory()
-    del policy, optimizer, scheduler, base, params
+    del st
     import gc; gc.collect()
     if torch.cuda.is_available(): torch.cuda.empty_cache()
     return summary
@@ -795,9 +968,6 @@ def _describe(m: dict) -> str:
     acc, ties = m.get("eval/rewards/accuracies", float("nan")), m.get("eval/rewards/ties", 0.0)
     return f"{acc:.3f}" + (f" ({ties:.0%} ties)" if ties else "") + f", margin {m.get('eval/rewards/margins', float('nan')):+.4f}"
 
-class RunError(ValueError):
-    "A run that cannot start as configured: its output folder holds another run, or its settings do not fit its data."
-
 _RUN_FILES = ("config.yaml", "data_report.json", "done.json", "eval.json", "eval_before.json", "metrics.jsonl",
               "training_curves.png", "margins.png", "adapter", "checkpoints", "sft", "merged", "tensorboard")
 # settings that change no weight: a resumed run may change them freely
@@ -828,12 +998,18 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
     if torch.cuda.is_available() and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ:
         # growable segments: the sentence embedder's freed blocks otherwise fragment the cache into multi-second stalls
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
-    # without CUDA, accelerate only joins the processes of `accelerate launch` (gloo) when told it runs on CPU
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=autocast_precision(cfg.dtype))
+    from accelerate.utils import InitProcessGroupKwargs
+    on_cpu, deepspeed = not torch.cuda.is_available(), os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    # without CUDA, accelerate only joins the processes of `accelerate launch` (gloo) when told it runs on CPU; DeepSpeed
+    # on CPU processes needs the gloo process group named instead
+    # on GPUs an hour's patience at a barrier, not torch's ten minutes: the main process alone merges or writes a 7B model
+    group = InitProcessGroupKwargs(backend="gloo") if on_cpu else InitProcessGroupKwargs(timeout=datetime.timedelta(hours=1))
+    accelerator = Accelerator(cpu=on_cpu and not deepspeed, mixed_precision=autocast_precision(cfg.dtype),
+                              kwargs_handlers=[group] if deepspeed or not on_cpu else None)
     if not cfg.progress: transformers.utils.logging.disable_progress_bar()   # also the weight loader's bars
     out = Path(cfg.output_dir)
     state = check_output_dir(cfg, resume, overwrite)
-    if cfg.merge and accelerator.is_main_process: check_merge_memory(cfg.model)   # before training, not after it
+    if cfg.merge: check_merge_memory(cfg.model)   # before training, not after it; every process stops alike
     with accelerator.main_process_first():   # everything is read and checked before anything is written
         tokenizer = load_tokenizer(cfg.model)
         data = run_data(cfg, tokenizer)

@@ -3,7 +3,8 @@
 #   1. every chapter's tests on the GPU, top to bottom as a Colab GPU runtime runs them: each notebook under nbdev_test
 #      with the `cuda` cells on (4-bit on the GPU, bf16/fp16 autocast), one result per chapter;
 #   2. bench/vs_trl.py --config gpu (random 7B-architecture model, nf4, 512 tokens) and --config reference on the GPU;
-#   3. the Colab-T4 recipe (rpo_train --config colab_t4_mistral7b) for 6 steps in fp16 on a random 7B, on the shipped
+#   3. a one-GPU FSDP smoke run (accelerate_fsdp.yaml, tiny model, 4 steps, checkpoints at 2 and 4);
+#   4. the Colab-T4 recipe (rpo_train --config colab_t4_mistral7b) for 6 steps in fp16 on a random 7B, on the shipped
 #      HH sample;
 # and writes its figures to bench/results/ (vs_trl_gpu.*, vs_trl_reference_gpu.*, gpu_check.json). Commit them.
 # Uses the Python whose torch sees the GPU (PYTHON=..., default python3); installs nothing from the network.
@@ -24,6 +25,9 @@ step() {   # name, command...: run, time, remember pass/fail; never stop the who
 for nb in nbs/[0-9]*.ipynb; do   # each chapter alone, so that one failure does not hide the others
   step "chapter_$(basename "$nb" .ipynb)" "$PY" -c 'from nbdev.test import nbdev_test; nbdev_test()' --flags cuda --path "$nb"
 done
+fsdp=(--config tiny --max_steps 4 --save_steps 2 --output_dir "$log/fsdp" --progress false --plots false)
+step fsdp_one_gpu "$PY" -m accelerate.commands.launch --config_file rpo_nb/configs/accelerate_fsdp.yaml --num_processes 1 \
+  -m rpo_nb.train "${fsdp[@]}"
 step vs_trl_gpu "$PY" bench/vs_trl.py --config gpu
 step vs_trl_reference_gpu "$PY" bench/vs_trl.py --config reference
 # the T4 recipe, fp16, on the random 7B that the gpu benchmark wrote (same cache)
