@@ -293,7 +293,7 @@ def _file_digest(path: Path) -> str:
         h.update(f.read_bytes())
     return h.hexdigest()
 
-def resolved_settings(cfg: RunConfig, device: str = "cpu", mixed_precision: str = "no") -> dict:
+def resolved_settings(cfg: RunConfig, device: str = "cpu", mixed_precision: str = "no", backend: str = "data parallel") -> dict:
     "The settings that decide a forward pass's numbers, as resolved on `device` (what 'auto' became), with library versions."
     import importlib.metadata as md
     q, dt = resolve_precision(cfg.quantization, cfg.dtype, device)
@@ -302,12 +302,18 @@ def resolved_settings(cfg: RunConfig, device: str = "cpu", mixed_precision: str 
         try: versions[lib] = md.version(lib)
         except md.PackageNotFoundError: versions[lib] = None
     return {"model": model_source(cfg.model), "quantization": q, "dtype": str(dt).removeprefix("torch."),
-            "mixed_precision": mixed_precision, "device": str(device).split(":")[0],
+            "mixed_precision": mixed_precision, "device": str(device).split(":")[0], "backend": backend,
             "attn_implementation": cfg.attn_implementation, "share_prompt": cfg.share_prompt, "versions": versions}
 
-def reference_key(cfg: RunConfig, items: Items, adapter: str | Path | None, device: str = "cpu", mixed_precision: str = "no") -> str:
+def _backend(accelerator) -> str:
+    "How a prepared model computes: FSDP casts weights rather than autocasting, DeepSpeed casts the module; the rest alike."
+    kind = str(getattr(accelerator, "distributed_type", "")).split(".")[-1]
+    return {"FSDP": "fsdp", "DEEPSPEED": "deepspeed"}.get(kind, "data parallel")
+
+def reference_key(cfg: RunConfig, items: Items, adapter: str | Path | None, device: str = "cpu", mixed_precision: str = "no",
+                  backend: str = "data parallel") -> str:
     "Cache key of reference log-probs: the resolved settings (model revision, precision, device, versions), adapter, token ids."
-    h = hashlib.sha1(json.dumps(resolved_settings(cfg, device, mixed_precision), sort_keys=True).encode())
+    h = hashlib.sha1(json.dumps(resolved_settings(cfg, device, mixed_precision, backend), sort_keys=True).encode())
     if adapter: h.update(_file_digest(Path(adapter)).encode())
     for g in items.groups:   # the layout too: the same sequences as pairs or as single answers are different tables
         h.update(f"|{len(g)}".encode())
@@ -323,7 +329,7 @@ def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=No
     folder.mkdir(parents=True, exist_ok=True)
     device = str(accelerator.device) if accelerator is not None else str(next(unwrap(model).parameters()).device)
     mp = accelerator.mixed_precision if accelerator is not None else mixed_precision
-    file = folder / f"{reference_key(cfg, items, adapter, device, mp)}.pt"
+    file = folder / f"{reference_key(cfg, items, adapter, device, mp, _backend(accelerator))}.pt"
     if file.exists(): return torch.load(file, weights_only=True)
     with reference_mode(model):
         ref = batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt,
@@ -382,9 +388,10 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
             (grad,) = torch.autograd.grad(loss, leaf)
             g_local = grad[rank * n_local:(rank + 1) * n_local] * (world * grad_scale)
         elif _is_deepspeed(accelerator):
-            # DeepSpeed counts its backward passes and steps inside the last one: run them, with no gradient
-            g_local = torch.zeros_like(local)
-        else: return {**metrics, "loss": float(loss), "skipped": 1}
+            # DeepSpeed counts its backward passes and steps inside the last one: run them, with NaN gradients, so
+            # that its own overflow check skips the whole optimizer step, as the other backends do
+            g_local = torch.full_like(local, float("nan"))
+        else: return {**metrics, "loss": loss.detach().item(), "skipped": 1}
         if single: backward((local * g_local).sum())
     if not single:
         end = _rng_state()
@@ -393,7 +400,7 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
             with ctx(k == len(micro_batches) - 1):
                 backward((model(**mb)[0] * g_local[pos.to(g_local.device)]).sum())
         _set_rng_state(end)
-    return {**metrics, "loss": loss.item()} if finite else {**metrics, "loss": float(loss), "skipped": 1}
+    return {**metrics, "loss": loss.item()} if finite else {**metrics, "loss": loss.detach().item(), "skipped": 1}
 
 # %% ../nbs/04_train.ipynb #09673ad8
 def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items, reference: torch.Tensor | None,
@@ -478,9 +485,13 @@ def optimizer_step(accelerator, optimizer, model, max_grad_norm: float) -> tuple
     optimizer.step()   # a no-op under DeepSpeed, whose engine stepped in the accumulation's last backward
     return grad_norm, False
 
-def make_optimizer(cfg: RunConfig, params, lr: float, device: str):
-    "The configured optimiser over the trainable parameters."
-    name = cfg.optimizer if cfg.optimizer != "auto" else ("paged_adamw_8bit" if str(device).startswith("cuda") else "adamw")
+def make_optimizer(cfg: RunConfig, params, lr: float, device: str, sharded: bool = False):
+    "The configured optimiser over the trainable parameters; `sharded` (FSDP): a torch one, which steps sharded tensors."
+    auto = "paged_adamw_8bit" if str(device).startswith("cuda") and not sharded else "adamw"
+    name = cfg.optimizer if cfg.optimizer != "auto" else auto
+    if sharded and name not in ("adamw", "rmsprop"):
+        raise RunError(f"optimizer {name} (bitsandbytes) cannot step FSDP's sharded tensors: use adamw or rmsprop with FSDP "
+                       f"(auto picks adamw there; the LoRA optimiser state is sharded anyway)")
     if name == "adamw": return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     if name == "rmsprop": return torch.optim.RMSprop(params, lr=lr)
     import bitsandbytes as bnb
@@ -550,12 +561,15 @@ def _local_optimizer_state(optimizer) -> dict:
 
 def _restore_optimizer_state(optimizer, sd: dict, accelerator):
     "Load `_local_optimizer_state` output: local pieces become DTensors shaped like their parameters again."
-    if _is_deepspeed(accelerator):   # a ZeRO optimiser reads its own partition from a list of them, by process
-        return optimizer.load_state_dict([sd if r == accelerator.process_index else {} for r in range(accelerator.num_processes)])
+    if _is_deepspeed(accelerator):   # a ZeRO optimiser reads its own partition from a list of them, by process, and its
+        # float32 master weights from there too (not rebuilt from a bf16 module's rounded ones)
+        parts = [sd if r == accelerator.process_index else {} for r in range(accelerator.num_processes)]
+        return optimizer.optimizer.load_state_dict(parts, load_from_fp32_weights=True)
     params = [p for g in getattr(optimizer, "param_groups", []) for p in g["params"]]
     if "state" in sd and any(isinstance(p, _dtensor_type()) for p in params):
         from torch.distributed.tensor import DTensor
-        wrap = lambda p, v: DTensor.from_local(v.to(p.device), p.device_mesh, p.placements) if v.shape == p.to_local().shape else v
+        wrap = lambda p, v: (DTensor.from_local(v.to(p.device), p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+                             if v.shape == p.to_local().shape else v)   # shape: shards need not be even
         sd["state"] = {i: {k: wrap(params[i], v) if torch.is_tensor(v) and v.ndim else v for k, v in s.items()} for i, s in sd["state"].items()}
     optimizer.load_state_dict(sd)
 
@@ -702,9 +716,10 @@ def contrast_layout(cfg: RunConfig, processes: int) -> tuple[int, int]:
     return B // processes, B
 
 def _frozen_share(policy, accelerator) -> list[int]:
-    "Frozen weights each process holds (elements): all of them under DDP, a shard under FSDP."
+    "Frozen weights each process holds (elements): all of them under DDP, a shard under FSDP or ZeRO-3."
     DTensor = _dtensor_type()
-    n = sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in policy.parameters() if not p.requires_grad)
+    held = lambda p: p.to_local() if isinstance(p, DTensor) else getattr(p, "ds_tensor", p)   # ZeRO-3: its partition
+    n = sum(held(p).numel() for p in policy.parameters() if not p.requires_grad)
     t = torch.tensor([n], device=accelerator.device)
     return (accelerator.gather(t) if accelerator.num_processes > 1 else t).tolist()
 
@@ -717,11 +732,13 @@ class Stage:
     local_batch: int; global_batch: int; per_epoch_batches: int; pad_id: int; adapter: str | Path | None
     n_tokens: torch.Tensor | None = None           # scored tokens per sequence (SFT's mean over tokens)
     frozen_per_process: list[int] = field(default_factory=list)   # frozen weights each process holds once prepared
+    sharded_layers: int = 0                        # decoder layers FSDP made units of their own
     batches: dict = field(default_factory=dict)   # the current epoch's contrast batches
 
 def _deepspeed_settings(cfg: RunConfig, accelerator, backwards: int):
     "DeepSpeed's own batch settings, which it checks and acts on: the micro-batch, backward passes per step, clipping."
-    if cfg.quantization in ("nf4", "int8") and accelerator.state.deepspeed_plugin.zero_stage == 3:
+    quantization = resolve_precision(cfg.quantization, cfg.dtype, str(accelerator.device))[0]   # 'auto' is nf4 on a GPU
+    if quantization in ("nf4", "int8") and accelerator.state.deepspeed_plugin.zero_stage == 3:
         raise RunError("DeepSpeed ZeRO-3 partitions the weights, which 4-bit/8-bit weights cannot be: use quantization: none, "
                        "ZeRO-2, or FSDP (accelerate_fsdp.yaml) to shard a quantised model")
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
@@ -738,6 +755,18 @@ def _whole_models():
     try: yield
     finally: hf_deepspeed._hf_deepspeed_config_weak_ref = saved
 
+def _fsdp_settings(cfg: RunConfig, accelerator):
+    "FSDP's precision: weights computed in the autocast dtype, but outputs (summed log-probs) and gradient reductions in float32."
+    quantization = resolve_precision(cfg.quantization, cfg.dtype, str(accelerator.device))[0]
+    if quantization == "int8":
+        raise RunError("FSDP cannot shard 8-bit (LLM.int8) weights: use quantization nf4 (stored in the compute dtype) or none")
+    plugin = accelerator.state.fsdp_plugin
+    if accelerator.mixed_precision in ("bf16", "fp16") and getattr(plugin, "fsdp_version", 1) == 2:
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+        dt = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16
+        # accelerate's default casts the root module's output to bf16 too: summed log-probs would keep 2-3 digits
+        plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=dt, reduce_dtype=torch.float32, output_dtype=None)
+
 def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
                   adapter: str | Path | None = None) -> Stage:
     "Items, prompt embeddings, the policy and its optimiser, prepared by accelerate, and the reference log-probs."
@@ -752,8 +781,11 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
     if per_epoch < accum:
         raise RunError(f"{len(train_items)} training items do not fill one optimizer step of {accum} × {global_batch} items")
     total = step_cap or max(1, math.ceil(per_epoch // accum * epochs))
+    from accelerate.utils import DistributedType
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
     if _is_deepspeed(accelerator):   # checked and set before any model work
         _deepspeed_settings(cfg, accelerator, accum * -(-local_batch // cfg.micro_batch_size))
+    if fsdp: _fsdp_settings(cfg, accelerator)
     emb = None
     if scfg.loss in ("rpo", "rpo_unpaired") and cfg.use_embeddings:   # before the model loads; the embedder is freed after
         with accelerator.main_process_first(), _whole_models():
@@ -763,17 +795,18 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
     base = load_model(cfg.model, cfg.quantization, cfg.dtype, str(accelerator.device), cfg.attn_implementation)
     policy = SequenceLogProbs(add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
                                        cfg.gradient_checkpointing, adapter=adapter))
-    optimizer = make_optimizer(scfg, [p for p in policy.parameters() if p.requires_grad], lr, str(accelerator.device))
+    optimizer = make_optimizer(scfg, [p for p in policy.parameters() if p.requires_grad], lr, str(accelerator.device), sharded=fsdp)
     scheduler = make_scheduler(scfg, optimizer, total)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     frozen = _frozen_share(policy, accelerator)   # before any forward: FSDP keeps some units gathered after one
+    layers = sum(type(m).__name__.startswith("FSDP") and "DecoderLayer" in type(m).__name__ for m in policy.modules())
     # after `prepare`: under FSDP only the first process has read the weights until prepare shares them out
     pad_id = pad_token_id(tokenizer)
     ref = reference_logps(policy, train_items, scfg, pad_id, adapter, accelerator) if kind != "sft" else None
     test_ref = reference_logps(policy, test_items, scfg, pad_id, adapter, accelerator)
     return Stage(scfg, stage, out, accelerator, lr, total, train_items, test_items, emb, ref, test_ref, policy, optimizer,
                  scheduler, local_batch, global_batch, per_epoch, pad_id, adapter, train_items.n_tokens() if kind == "sft" else None,
-                 frozen)
+                 frozen, layers)
 
 # %% ../nbs/04_train.ipynb #556cdd01
 def resume_stage(st: Stage, resume: bool = True) -> int:
@@ -850,8 +883,9 @@ def summarise_stage(st: Stage, before: dict, after: tuple[dict, torch.Tensor], s
             "train_items": len(st.train_items), "speed": speed, "reference_adapter": _run_path(st.adapter, st.out),
             "parallel": {"backend": str(acc.distributed_type).split(".")[-1], "processes": acc.num_processes,
                          "contrast_items_per_process": st.local_batch, "contrast_items_per_loss": st.local_batch if not st.cfg.global_contrast else st.global_batch,
-                         "frozen_params_per_process": st.frozen_per_process},
-            "resolved": resolved_settings(st.cfg, str(acc.device), acc.mixed_precision)}
+                         "frozen_params_per_process": st.frozen_per_process,
+                         "fsdp_decoder_layers": st.sharded_layers},
+            "resolved": resolved_settings(st.cfg, str(acc.device), acc.mixed_precision, _backend(acc))}
 
 def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
                 adapter: str | Path | None = None, resume: bool = False) -> dict:
@@ -930,7 +964,7 @@ def merge_memory_needed(model) -> tuple[int, int]:
     "Bytes of the bf16 model and of its largest block, from its config alone (a name, folder or config; nothing loaded)."
     import accelerate, transformers
     config = model if isinstance(model, transformers.PretrainedConfig) else transformers.AutoConfig.from_pretrained(resolve_pretrained(model))
-    with accelerate.init_empty_weights(): meta = transformers.AutoModelForCausalLM.from_config(config)
+    with accelerate.init_empty_weights(), _whole_models(): meta = transformers.AutoModelForCausalLM.from_config(config)
     meta.tie_weights()   # a tied head is the embedding: counted once (on the meta device it is not tied by itself)
     blocks = [m for l in meta.modules() if isinstance(l, torch.nn.ModuleList) for m in l]
     size = lambda m: sum(p.numel() for p in m.parameters()) * 2
@@ -949,7 +983,8 @@ def merge_adapter(cfg: RunConfig, adapter: Path, dest: Path, tokenizer, dtype: s
     "Write the unquantised base with the adapter merged in, in `dtype` (bf16: about the model's bf16 size in RAM), to `dest`."
     from peft import PeftModel
     if dtype == "bfloat16": check_merge_memory(cfg.model)   # before loading anything
-    base = load_model(cfg.model, quantization="none", dtype=dtype, device="cpu")   # loaded straight in bf16, not float32
+    with _whole_models():   # one process merges alone: under ZeRO-3 a load would wait for the others to partition it
+        base = load_model(cfg.model, quantization="none", dtype=dtype, device="cpu")   # loaded straight in bf16, not float32
     PeftModel.from_pretrained(base, str(adapter)).merge_and_unload().save_pretrained(dest)
     tokenizer.save_pretrained(dest)
 
@@ -1009,7 +1044,15 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
     if not cfg.progress: transformers.utils.logging.disable_progress_bar()   # also the weight loader's bars
     out = Path(cfg.output_dir)
     state = check_output_dir(cfg, resume, overwrite)
-    if cfg.merge: check_merge_memory(cfg.model)   # before training, not after it; every process stops alike
+    if cfg.merge:   # before training, not after it; the main process decides (it merges), and every process stops alike
+        verdict = [None]
+        if accelerator.is_main_process:
+            try: check_merge_memory(cfg.model)
+            except RunError as e: verdict = [str(e)]
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+            verdict = broadcast_object_list(verdict)
+        if verdict[0]: raise RunError(verdict[0])
     with accelerator.main_process_first():   # everything is read and checked before anything is written
         tokenizer = load_tokenizer(cfg.model)
         data = run_data(cfg, tokenizer)

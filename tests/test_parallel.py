@@ -56,7 +56,7 @@ def crash_after_first_checkpoint(done_run: Path, dest: Path) -> Path:
 def same_training(one: Path, other: Path, tol: float):
     "Same losses, same global gradient norms, same learning rates step by step, and the same final adapter."
     a, b = steps(one), steps(other)
-    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, len(a) + 1)) and a
     for x, y in zip(a, b):
         assert abs(x["loss"] - y["loss"]) <= tol * abs(x["loss"]), (x["loss"], y["loss"])
         assert abs(x["grad_norm"] - y["grad_norm"]) <= tol * x["grad_norm"], (x["grad_norm"], y["grad_norm"])
@@ -79,11 +79,24 @@ def test_fsdp_shards_the_weights_and_trains_as_one_process_then_resumes_exactly(
     assert done["backend"] == "FSDP" and done["processes"] == 2
     total = single["frozen_params_per_process"][0]
     assert [round(n / total, 3) for n in done["frozen_params_per_process"]] == [0.5, 0.5]   # each holds half the weights
+    assert done["fsdp_decoder_layers"] == 2                                               # each decoder layer a unit
     same_training(one, tmp_path / "fsdp", tol=1e-5)
     resumed = crash_after_first_checkpoint(tmp_path / "fsdp", tmp_path / "fsdp_resumed")
     r = rpo_train(resumed, tmp_path / "cache", "--resume", launch=launch, fsdp=True)
     assert "resuming from step 2 of 4" in r.stdout
     assert rel(tmp_path / "fsdp", resumed) == 0.0
+
+
+def test_fsdp_shards_4bit_weights_stored_in_the_compute_dtype(tmp_path):
+    """QLoRA + FSDP: NF4 weights packed in bf16 storage are sharded like any others; bf16 compute agrees to its precision."""
+    four_bit = ["--quantization", "nf4", "--dtype", "bfloat16", "--max_steps", "2"]
+    rpo_train(tmp_path / "one", tmp_path / "cache", *four_bit)
+    launch = ["--config_file", str(cpu_config("accelerate_fsdp.yaml", tmp_path))]
+    rpo_train(tmp_path / "fsdp", tmp_path / "cache", *four_bit, launch=launch, fsdp=True)
+    done, single = (json.loads((d / "done.json").read_text())["parallel"] for d in (tmp_path / "fsdp", tmp_path / "one"))
+    total = single["frozen_params_per_process"][0]
+    assert [round(n / total, 3) for n in done["frozen_params_per_process"]] == [0.5, 0.5]
+    same_training(tmp_path / "one", tmp_path / "fsdp", tol=5e-3)
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -122,3 +135,28 @@ def test_fewer_evaluation_batches_than_processes_does_not_hang(tmp_path):
     r = rpo_train(tmp_path / "run", tmp_path / "cache", "--max_test_items", "8", "--eval_batch_size", "8", launch=launch,
                   timeout=300)   # a hang ends here as a timeout
     assert "held-out reward accuracy on 8 pairs" in r.stdout
+
+
+def test_fsdp_under_bf16_returns_float32_log_probs(tmp_path):
+    """accelerate's FSDP2 policy casts the root module's output to bf16: summed log-probs of ~-700 would move in steps
+    of 4. rpo_nb's FSDP settings keep the output (and the gradient reduction) in float32; bf16 only computes."""
+    launch = ["--config_file", str(CONFIGS / "accelerate_fsdp.yaml")]   # as shipped: bf16 mixed precision
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *launch, str(ROOT / "tests" / "fsdp_precision.py")],
+                       capture_output=True, text=True, timeout=600, env=ENV)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{")))
+    assert out["dtype"] == "torch.float32"
+    assert abs(out["fsdp"] - out["float32"]) < 0.05 and out["fsdp"] != round(out["fsdp"])   # bf16 arithmetic, not a bf16 result
+
+
+def test_a_nan_loss_on_one_process_skips_the_whole_step_under_deepspeed(tmp_path):
+    launch = ["--config_file", str(cpu_config("accelerate_deepspeed_zero2.yaml", tmp_path))]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, str(ROOT / "tests" / "nan_on_one_rank.py"), "--config",
+           "tiny", "--output_dir", str(tmp_path / "run"), "--cache_dir", str(tmp_path / "cache"), "--max_steps", "3",
+           "--micro_batch_size", "2", "--contrast_batch_size", "4", "--save_steps", "1", "--save_total_limit", "5",
+           "--progress", "false", "--plots", "false"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert [x["skipped"] for x in steps(tmp_path / "run")] == [0, 1, 0]
+    w1, w2 = (load_file(tmp_path / "run" / "checkpoints" / f"step-000000{k}" / "adapter" / "adapter_model.safetensors") for k in (1, 2))
+    assert all((w1[k] == w2[k]).all() for k in w1)   # DeepSpeed stepped its engine, and its overflow check kept the weights
