@@ -15,6 +15,9 @@ import torch
 # bitsandbytes on a CPU without the optional `kernels` package uses its pure-torch 4-bit path and says so at every
 # import ("Failed to load CPU gemm_4bit_forward from kernels-community"): harmless here, and noise on every run
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# transformers 5 renamed gradient_checkpointing* to activation_checkpointing* and peft still reads the old names
+# (every PeftModel.from_pretrained warns): a notice for peft's authors, not for a reader of a run
+warnings.filterwarnings("ignore", r".*gradient_checkpointing.* is deprecated", FutureWarning)
 
 # %% auto #0
 __all__ = ['SAMPLES', 'ROLES', 'HH_ASSISTANT', 'TLDR_TEMPLATE', 'PLAIN_MARKERS', 'SMOLLM2_NAMES', 'TINY_MODEL', 'sample_path',

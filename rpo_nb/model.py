@@ -63,8 +63,8 @@ def load_model(name_or_path: str | Path, quantization: str = "auto", dtype: str 
     attn = _attention(attn_implementation, device)
     if attn: kwargs["attn_implementation"] = attn
     index = int(str(device).split(":")[1]) if ":" in str(device) else 0
-    # sharded runs place no whole copy on a GPU: under FSDP the weights stay on the CPU (with cpu_ram_efficient_loading
-    # only the first process reads them) and FSDP moves each process's shard; ZeRO-3 partitions them as they load
+    # sharded runs place no whole unquantised copy on a GPU: under FSDP the weights load into CPU memory and FSDP moves
+    # each process's shard (bitsandbytes still quantises 4-bit weights on each GPU); ZeRO-3 partitions them as they load
     from transformers.integrations import is_deepspeed_zero3_enabled
     sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or is_deepspeed_zero3_enabled()
     device_map = None if sharded else {"": index if str(device).startswith("cuda") else "cpu"}

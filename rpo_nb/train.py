@@ -948,6 +948,8 @@ def write_plots(out: Path, summary: dict):
     hist = margin_histograms({"before": summary["spread_before"], "after": summary["spread_after"]},
                              title="Held-out reward margins")
     hist.savefig(out / "margins.png", dpi=110)
+    import matplotlib.pyplot as plt
+    plt.close(curves); plt.close(hist)   # written to disk: a notebook that trains many runs would hold every figure
 
 def available_ram() -> int | None:
     "Bytes of RAM a new allocation can have now (Linux's MemAvailable, else psutil's), None where unknown."
