@@ -4,7 +4,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 HEADER = """---
 title: Benchmarks
-description: rpo_nb against TRL's DPOTrainer on the same work, and what contrast batches larger than memory cost.
+description: rpo_nb against TRL's DPOTrainer on the same work, what contrast batches larger than memory cost, and how well the memory estimate predicts.
 ---
 
 Both benchmarks are scripts in `bench/` that run every system in its own process, alternate the systems, and
@@ -14,6 +14,7 @@ write JSON and Markdown to `bench/results/` (this page is assembled from them by
 python bench/vs_trl.py --config reference   # rpo_nb vs TRL DPOTrainer, SmolLM2-135M on CPU (~50 min on 2 cores)
 python bench/vs_trl.py --config gpu         # random 7B-architecture model in 4-bit, 512 tokens (needs CUDA)
 python bench/contrast_batch.py              # B = 64 pairs per loss at m = 4 in memory vs 16 accumulated steps of 4
+python bench/memory_estimate.py             # the memory estimate (rpo_train --estimate) against measured peaks
 ```
 
 **Same work on both sides.** The same model and LoRA (r = 16, α = 32, all linear layers), the same 200 HH pairs
@@ -36,7 +37,8 @@ the M×N contrast, is well under a millisecond: its step equals DPO's within noi
 
 def main():
     parts = [HEADER]
-    for name in ["vs_trl_reference.md", "vs_trl_gpu.md", "vs_trl_reference_gpu.md", "contrast_batch.md", "scale.md", "merge_memory.md"]:
+    for name in ["vs_trl_reference.md", "vs_trl_gpu.md", "vs_trl_reference_gpu.md", "contrast_batch.md", "scale.md", "merge_memory.md",
+                 "memory_estimate.md", "memory_estimate_gpu.md"]:
         f = HERE / "results" / name
         if f.exists():
             text = f.read_text()
@@ -46,6 +48,9 @@ def main():
                          "`bash scripts/gpu_check.sh` measures it on any machine with one GPU, offline, in about 20 minutes "
                          "(the `gpu` and `reference` configurations, every chapter's tests on the GPU, a one-GPU FSDP run, and "
                          "the T4 recipe in fp16 on a random 7B), and writes the figures to `bench/results/`.\n\n")
+        elif name == "memory_estimate_gpu.md":
+            parts.append("## Memory estimate against a GPU\n\nNot measured yet (no GPU lent): `bash scripts/gpu_check.sh` compares "
+                         "the estimate with `torch.cuda.max_memory_allocated` for the `gpu` shape and the T4 recipe.\n\n")
     out = HERE.parent / "nbs" / "benchmarks.md"
     out.write_text("".join(parts))
     print("wrote", out)

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt
 import torch
 
 # %% auto #0
-__all__ = ['CURVES', 'weight_heatmaps', 'read_metrics', 'ema', 'training_curves', 'margin_histograms', 'interval_bars']
+__all__ = ['CURVES', 'weight_heatmaps', 'read_metrics', 'ema', 'training_curves', 'margin_histograms', 'memory_phases',
+           'interval_bars']
 
 # %% ../nbs/06_plots.ipynb #223e5017
 def weight_heatmaps(mats: dict[str, torch.Tensor], ncols: int = 3, vmax: float | None = None) -> plt.Figure:
@@ -83,6 +84,31 @@ def margin_histograms(margins: dict[str, torch.Tensor | list[float]], bins: int 
         ax.hist(v.numpy(), bins=edges, alpha=0.5, label=f"{k} (mean {v.mean():.3f}, {(v > 0).float().mean():.0%} > 0)")
     ax.axvline(0, color="k", lw=1)
     ax.set_xlabel("reward margin β·(a − b) (nats)"); ax.set_ylabel("pairs"); ax.set_title(title); ax.legend(fontsize=8)
+    return fig
+
+# %% ../nbs/06_plots.ipynb #2ca927de
+def memory_phases(estimates: dict[str, dict], gb: float = 1e9) -> plt.Figure:
+    "Stacked bars of each phase's peak by kind, one panel per named estimate, the allowance on the peak phase, the GPU as a line."
+    fig, axes = plt.subplots(1, len(estimates), figsize=(4.2 * len(estimates) + 1.8, 3.6), squeeze=False, sharey=True,
+                             constrained_layout=True)
+    kinds = [k for k in next(iter(next(iter(estimates.values()))["phases"].values())) if k != "peak"]
+    colours = dict(zip(kinds + ["allowance"], plt.cm.tab10.colors))
+    for ax, (name, est) in zip(axes[0], estimates.items()):
+        phases = list(est["phases"])
+        for x, ph in enumerate(phases):
+            bottom = 0.0
+            for k in kinds:
+                v = est["phases"][ph][k] / gb
+                if v: ax.bar(x, v, bottom=bottom, color=colours[k], label=k, width=0.6); bottom += v
+            if ph == est["peak_phase"]:
+                ax.bar(x, sum(est["allowance"].values()) / gb, bottom=bottom, color=colours["allowance"], hatch="//",
+                       alpha=0.5, label="allowance", width=0.6)
+        ax.axhline(est["gpu_memory"] / gb, color="k", ls="--", lw=1, label="GPU memory")
+        ax.set_xticks(range(len(phases)), [p.replace(" ", "\n", 1) for p in phases], fontsize=8)
+        ax.set_title(name, fontsize=10)
+    axes[0][0].set_ylabel("GB")
+    handles = {l: h for ax in axes[0] for h, l in zip(*ax.get_legend_handles_labels())}
+    fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize=8)
     return fig
 
 # %% ../nbs/06_plots.ipynb #0b5d660e

@@ -19,19 +19,21 @@ from .data import (SAMPLES, DataError, RowError, answer_text, balanced_batches, 
 from .embeddings import distance_weights, embed_prompts, release_embedders
 from .losses import (cdpo_loss, dpo_loss, ipo_loss, kto_loss, preference_metrics, rpo_diagonal_loss, rpo_loss,
                            sft_loss)
-from .model import (SequenceLogProbs, add_lora, compute_dtype, default_device, load_model, reference_mode,
-                          resolve_precision, unwrap)
+from .model import (MEMORY_KINDS, SequenceLogProbs, TensorMemory, add_lora, compute_dtype, default_device, fake_policy,
+                          load_model, memory_kind, memory_phase, model_config, reference_mode, resolve_precision, unwrap)
 
 # %% auto #0
-__all__ = ['LOSSES', 'DATASETS', 'BATCH_LOSSES', 'RunError', 'RunConfig', 'shipped_configs', 'config_path', 'load_config',
-           'config_fields', 'run_data', 'Items', 'make_items', 'autocast_context', 'batched_logps', 'resolved_settings',
-           'reference_key', 'reference_logps', 'contrast_step', 'batch_loss', 'micro_batches', 'mismatched_items',
-           'kto_reference_point', 'optimizer_step', 'make_optimizer', 'make_scheduler', 'adapter_weights',
-           'set_adapter_weights', 'save_adapter', 'save_checkpoint', 'load_checkpoint', 'heldout_metrics',
-           'memory_metrics', 'MetricsLog', 'contrast_layout', 'Stage', 'prepare_stage', 'resume_stage', 'stage_batch',
-           'train_step', 'summarise_stage', 'train_stage', 'autocast_precision', 'write_plots', 'available_ram',
-           'merge_memory_needed', 'check_merge_memory', 'merge_adapter', 'check_output_dir', 'run', 'parse_overrides',
-           'main']
+__all__ = ['LOSSES', 'DATASETS', 'BATCH_LOSSES', 'PHASES', 'MEMORY_ALLOWANCE', 'ALLOCATOR_RESERVE', 'RunError', 'RunConfig',
+           'shipped_configs', 'config_path', 'load_config', 'config_fields', 'run_data', 'Items', 'make_items',
+           'autocast_context', 'scoring_batches', 'batched_logps', 'resolved_settings', 'reference_key',
+           'reference_logps', 'contrast_step', 'batch_loss', 'micro_batches', 'mismatched_items', 'kto_reference_point',
+           'optimizer_step', 'make_optimizer', 'make_scheduler', 'adapter_weights', 'set_adapter_weights',
+           'save_adapter', 'save_checkpoint', 'load_checkpoint', 'heldout_metrics', 'memory_metrics', 'MetricsLog',
+           'contrast_layout', 'Stage', 'prepare_stage', 'resume_stage', 'stage_batch', 'train_step', 'summarise_stage',
+           'train_stage', 'measure_phases', 'estimate_memory', 'gpu_total_memory', 'parse_memory', 'memory_report',
+           'fitting_settings', 'estimate_summary', 'predict_stage_memory', 'autocast_precision', 'write_plots',
+           'available_ram', 'merge_memory_needed', 'check_merge_memory', 'merge_adapter', 'check_output_dir', 'run',
+           'parse_overrides', 'main']
 
 # %% ../nbs/04_train.ipynb #d5ff093f
 LOSSES = {"rpo": "paired", "rpo_diagonal": "paired", "dpo": "paired", "ipo": "paired", "cdpo": "paired",
@@ -251,12 +253,16 @@ def autocast_context(mixed_precision: str, device) -> contextlib.AbstractContext
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
     return torch.autocast(torch.device(device).type, dtype=dt) if dt is not None else contextlib.nullcontext()
 
+def scoring_batches(items: Items, batch_size: int) -> list[list[int]]:
+    "The batches of a scoring pass: items sorted by length (little padding), `batch_size` at a time."
+    order = sorted(range(len(items)), key=lambda i: items.lengths[i])
+    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+
 @torch.no_grad()
 def batched_logps(model, items: Items, batch_size: int, pad_id: int, accelerator=None, share_prompt: bool = True,
                   desc: str | None = None, split: bool = True, mixed_precision: str = "no") -> torch.Tensor:
     "Summed log-probs of every sequence of `items` (n_items × sequences per item), without gradients, in eval mode; `split`: over processes."
-    order = sorted(range(len(items)), key=lambda i: items.lengths[i])
-    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    batches = scoring_batches(items, batch_size)
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator and split else (0, 1)
     device = accelerator.device if accelerator else next(unwrap(model).parameters()).device
     per_item = len(items.groups[0]) if len(items) else 1
@@ -331,7 +337,7 @@ def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=No
     mp = accelerator.mixed_precision if accelerator is not None else mixed_precision
     file = folder / f"{reference_key(cfg, items, adapter, device, mp, _backend(accelerator))}.pt"
     if file.exists(): return torch.load(file, weights_only=True)
-    with reference_mode(model):
+    with memory_phase("reference pass", model), reference_mode(model):
         ref = batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt,
                             desc="reference log-probs" if cfg.progress else None, mixed_precision=mp)
     if accelerator is None or accelerator.is_main_process:
@@ -633,8 +639,10 @@ def _epoch_batches(cfg: RunConfig, items: Items, global_batch: int, epoch: int) 
 def heldout_metrics(model, items: Items, reference: torch.Tensor, cfg: RunConfig, pad_id: int, accelerator=None,
                     policy: torch.Tensor | None = None, mixed_precision: str = "no") -> tuple[dict, torch.Tensor]:
     "Held-out implicit-reward metrics ('eval/...' names) and the per-pair margins (paired) or rewards (unpaired)."
-    lp = policy if policy is not None else batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt,
-                                                         mixed_precision=mixed_precision)
+    if policy is None:
+        with memory_phase("held-out evaluation", model):
+            policy = batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt, mixed_precision=mixed_precision)
+    lp = policy
     rewards = cfg.beta * (lp - reference)
     if items.paired:
         cr, rj = rewards[:, 0], rewards[:, 1]
@@ -851,7 +859,8 @@ def train_step(st: Stage, step: int) -> dict:
     skipped, grad_norm = any(r.get("skipped") for r in records), None
     rec = {"step": step + 1, "epoch": (step + 1) * accum / st.per_epoch_batches, "learning_rate": st.scheduler.get_last_lr()[0],
            **_mean_metrics(records)}
-    if not skipped: grad_norm, skipped = optimizer_step(acc, st.optimizer, st.policy, cfg.max_grad_norm)
+    if not skipped:
+        with memory_kind("optimizer state"): grad_norm, skipped = optimizer_step(acc, st.optimizer, st.policy, cfg.max_grad_norm)
     st.optimizer.zero_grad(set_to_none=True)
     st.scheduler.step()   # once per optimizer step, whatever the backend
     rec["grad_norm"] = grad_norm if grad_norm is not None and math.isfinite(grad_norm) else None
@@ -892,9 +901,17 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     "Train one stage ('sft' or 'pref') into out/adapter; returns the held-out metrics before and after."
     done, main = out / "done.json", accelerator.is_main_process
     if resume and done.exists(): return json.loads(done.read_text())   # finished: nothing to redo
+    scfg, _, epochs, cap = _stage_settings(cfg, stage)   # the stage's loss and length, which the estimate runs
+    predicted = predict_stage_memory(dataclasses.replace(scfg, num_epochs=epochs, max_steps=cap), data, accelerator)
+    memory_metrics(accelerator.device)   # peaks count from here: loading and the reference pass
     st = prepare_stage(cfg, accelerator, tokenizer, data, out, stage, adapter)
+    loaded = memory_metrics(accelerator.device)
     start = resume_stage(st, resume)
     log = MetricsLog(out / "metrics.jsonl", cfg, main, keep_until=start if start else None)
+    if predicted is not None and not start:   # the prediction beside what was measured (and each step's own peak after it)
+        log({"step": 0, **{f"memory/predicted_{ph.replace(' ', '_')}_mb": p["peak"] / 2**20 for ph, p in predicted["phases"].items()},
+             "memory/predicted_needed_mb": predicted["needed"] / 2**20,
+             **{f"memory/loading_and_reference_{k.split('/')[1]}": v for k, v in loaded.items()}})
     before = json.loads((out / "eval_before.json").read_text()) if start and (out / "eval_before.json").exists() else None
     if before is None:
         # a real policy pass, not the reference reused: at step 0 (LoRA B = 0) every log-ratio must come out exactly 0
@@ -906,7 +923,7 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     memory_metrics(accelerator.device)   # peaks count from here
     steps_log = []
     for step in range(start, st.total):
-        rec = train_step(st, step)
+        with memory_phase("training step", st.policy): rec = train_step(st, step)
         log(rec); steps_log.append(rec)
         mem = rec.get("memory/allocated_mb", rec.get("memory/rss_mb", 0))
         bar.update(1); bar.set_postfix(loss=f"{rec['loss']:.4f}", margin=f"{rec.get('rewards/margins', 0):.3f}",
@@ -930,6 +947,219 @@ def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, s
     import gc; gc.collect()
     if torch.cuda.is_available(): torch.cuda.empty_cache()
     return summary
+
+# %% ../nbs/04_train.ipynb #363162e3
+def _longest_items(cfg: RunConfig, n: int, kind: str) -> Items:
+    "`n` items as long as `max_length` allows: every answer fills it after a one-token prompt (the most tokens a batch can hold)."
+    A = cfg.max_length - 1
+    seq = lambda tok: {"input_ids": [1] + [tok] * A, "labels": [-100] + [tok] * A}
+    if kind == "paired": return Items([[seq(2), seq(3)] for _ in range(n)], [""] * n, None, True)
+    return Items([[seq(2)] for _ in range(n)], [""] * n, [k % 2 == 0 for k in range(n)] if kind == "unpaired" else None, False)
+
+def _heaviest(items: Items, batches: list[list[int]], top: int = 3) -> list[list[int]]:
+    "The batches a pass peaks in: the `top` with the longest items and the `top` with the most tokens (a union)."
+    size = [sum(len(s["input_ids"]) for s in g) for g in items.groups]
+    longest = sorted(batches, key=lambda b: (max(items.lengths[i] for i in b), sum(size[i] for i in b)))[-top:]
+    most = sorted(batches, key=lambda b: sum(size[i] for i in b))[-top:]
+    return longest + [b for b in most if b not in longest]
+
+def _fake_optimizer(cfg: RunConfig, params: list, device: str):
+    "The run's optimiser; bitsandbytes' 8-bit ones (which fake tensors cannot run) as their exact state, made at the first step."
+    name = cfg.optimizer if cfg.optimizer != "auto" else ("paged_adamw_8bit" if device.startswith("cuda") else "adamw")
+    if name in ("adamw", "rmsprop"):
+        opt = make_optimizer(dataclasses.replace(cfg, optimizer=name), params, 1e-4, "cpu")
+        for g in opt.param_groups: g["foreach"] = device.startswith("cuda")   # torch's default on a GPU: one kernel per group
+        return opt
+    class EightBit:   # two 8-bit moments per weight and a float32 absmax per 256 (small tensors keep 32-bit moments)
+        def step(self):
+            for p in params:
+                n = p.numel()
+                if not hasattr(p, "_moments"):
+                    p._moments = [torch.empty(n, dtype=torch.uint8 if n >= 4096 else torch.float32) for _ in range(2)]
+                    p._moments += [torch.empty(-(-n // 256), dtype=torch.float32) for _ in range(2) if n >= 4096]
+        def zero_grad(self, set_to_none=True):
+            for p in params: p.grad = None
+    return EightBit()
+
+def _run_batches(cfg: RunConfig, items: Items, global_batch: int) -> list[list[int]]:
+    "The contrast batches a stage with `cfg` goes through, epoch after epoch, as `stage_batch` hands them out."
+    per_epoch = len(_epoch_batches(cfg, items, global_batch, 0))
+    accum = cfg.gradient_accumulation_steps
+    n = accum * (cfg.max_steps or max(1, math.ceil(per_epoch // accum * cfg.num_epochs)))
+    out, epoch = [], 0
+    while len(out) < n and per_epoch: out += _epoch_batches(cfg, items, global_batch, epoch); epoch += 1
+    return out[:n]
+
+# %% ../nbs/04_train.ipynb #a3982bc3
+PHASES = ("reference pass", "training step", "held-out evaluation")
+
+def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = None, data: dict | None = None,
+                   processes: int = 1, phases: tuple[str, ...] = PHASES) -> dict:
+    "Each phase's peak tensor bytes and their breakdown, for a run of `cfg` on `device`, on fake tensors (nothing allocated)."
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    if device.startswith("cuda") and cfg.dtype == "auto" and not torch.cuda.is_available():
+        quantization, dt = resolve_precision(cfg.quantization, "bfloat16", device)   # a GPU not at hand: fp16 is as large
+    else: quantization, dt = resolve_precision(cfg.quantization, cfg.dtype, device)
+    mp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dt, "no") if device.startswith("cuda") else "no"
+    config = model_config(cfg.model)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with torch.random.fork_rng(devices=[]):   # peft draws LoRA's initial values: the caller's random stream stays as it was
+        policy = fake_policy(config, mode, quantization, dt, layers, cfg.attn_implementation, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                             dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
+                             gradient_checkpointing=cfg.gradient_checkpointing)
+    counter = TensorMemory(config.get_text_config().vocab_size, fake=True)
+    kind, (local, _) = LOSSES[cfg.loss], contrast_layout(cfg, processes)
+    if data is None:   # the longest batches the settings allow
+        train = _longest_items(cfg, max(local, cfg.eval_batch_size), kind)
+        test, steps = _longest_items(cfg, cfg.eval_batch_size, "paired" if kind != "unpaired" else kind), [list(range(local))]
+    else:              # the run's own items: its heaviest contrast batches and scoring batches
+        train = make_items(data["train"], kind)
+        test = make_items(data["test"], "paired" if "chosen_input_ids" in data["test"].column_names else "unpaired")
+        per_process = [b[r * local:(r + 1) * local] for b in _run_batches(cfg, train, local * processes) for r in range(processes)]
+        steps = _heaviest(train, per_process) if per_process else []
+    kw = dict(batch_size=cfg.eval_batch_size, pad_id=0, share_prompt=cfg.share_prompt, mixed_precision=mp)
+    # a scoring pass peaks in one of its batches: the heaviest of those `batched_logps` makes, each scored alone
+    heavy = lambda items: [Items([items.groups[i] for i in b], [""] * len(b), None, items.paired)
+                           for b in _heaviest(items, scoring_batches(items, cfg.eval_batch_size))]
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    with mode:   # the loss's tables: a run keeps them in CPU memory, so they are made fake but not counted
+        reference = torch.zeros(len(train), 2 if train.paired else 1)
+        embeddings = torch.zeros(len(train), 384) if cfg.loss in ("rpo", "rpo_unpaired") and cfg.use_embeddings else None
+    with mode, counter:
+        counter.classify(policy)
+        if "reference pass" in phases:   # the training items' (but SFT's) and the held-out items' reference log-probs
+            for batch in (heavy(train) if kind != "sft" else []) + heavy(test):
+                with memory_phase("reference pass"), reference_mode(policy): batched_logps(policy, batch, **kw)
+        optimizer = _fake_optimizer(cfg, trainable, device)
+        # twice the first: from the second step on, the optimiser's state is there while the step runs
+        for idx in ([steps[0]] + steps if steps and "training step" in phases else []):
+            # the step peaks in the backward of its heaviest micro-batch, or of the next one, once the LoRA gradients
+            # exist: those two (the longest, as `micro_batches` orders them) stand for the whole contrast batch
+            idx = sorted(idx, key=lambda i: -train.lengths[i])[:2 * cfg.micro_batch_size]
+            with memory_phase("training step"):
+                policy.train()
+                z = kto_reference_point(policy, train, idx, cfg, 0) if cfg.loss == "kto" else None
+                with autocast_context(mp, "cpu"):
+                    mbs, pos = micro_batches(train, idx, cfg.micro_batch_size, 0, cfg.share_prompt)
+                    # unpaired losses split a batch by a boolean mask, which fake tensors cannot size; their loss over
+                    # a few numbers allocates nothing worth counting, so a sum stands in for it
+                    n_tok = train.n_tokens()[idx] if kind == "sft" else None
+                    fn = ((lambda lp: (lp.sum(), {})) if kind == "unpaired" else
+                          (lambda lp: batch_loss(cfg, lp, idx, train, reference, embeddings, n_tok, z)))
+                    contrast_step(policy, mbs, pos, fn)
+                del mbs, pos
+                with memory_kind("optimizer state"):
+                    torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        for batch in (heavy(test) if "held-out evaluation" in phases else []):
+            with memory_phase("held-out evaluation"): batched_logps(policy, batch, **kw)
+    return {name: dict(p) for name, p in counter.phases.items()}
+
+# %% ../nbs/04_train.ipynb #3d3ab29a
+MEMORY_ALLOWANCE = {"CUDA context": 0.5 * 2**30}   # the context and kernels of one process, outside PyTorch's allocator
+ALLOCATOR_RESERVE = 0.05                            # blocks the caching allocator holds beyond live tensors, share of the peak
+
+def estimate_memory(cfg: RunConfig, device: str = "cuda", data: dict | None = None, processes: int = 1,
+                    gpu_memory: float | None = None, phases: tuple[str, ...] = PHASES, known: dict | None = None) -> dict:
+    "Peak GPU memory of each phase of a run of `cfg` (bytes, by kind), from fake tensors at two depths extrapolated to the model's; `known`: phases not rerun."
+    depth = model_config(cfg.model).get_text_config().num_hidden_layers
+    if depth <= 3: measured = measure_phases(cfg, device, None, data, processes, phases)
+    else:   # every decoder layer is the same: what one more layer adds, times the layers left
+        two, three = (measure_phases(cfg, device, n, data, processes, phases) for n in (2, 3))
+        measured = {ph: {k: two[ph][k] + (depth - 2) * (three[ph][k] - two[ph][k]) for k in two[ph]} for ph in two}
+    phases = {**(known or {}), **measured}
+    peak_phase = max(phases, key=lambda ph: phases[ph]["peak"])
+    tensors = phases[peak_phase]["peak"]
+    allowance = {**MEMORY_ALLOWANCE, "allocator reserve": ALLOCATOR_RESERVE * tensors}
+    if processes > 1:   # DDP reduces gradients through buckets of their own size
+        allowance["DDP gradient buckets"] = max(p["LoRA weights"] for p in phases.values())
+    need = tensors + sum(allowance.values())
+    gpu = gpu_memory if gpu_memory is not None else gpu_total_memory(device)
+    return {"phases": phases, "peak_phase": peak_phase, "tensors": tensors, "allowance": allowance, "needed": need,
+            "gpu_memory": gpu, "fits": need <= gpu, "layers": depth, "device": device}
+
+def gpu_total_memory(device: str = "cuda") -> float:
+    "The memory of the GPU `device` names (bytes), else 16 GB (a T4's class) where none is visible."
+    if not torch.cuda.is_available() or not str(device).startswith("cuda"): return 16e9
+    return float(torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory)
+
+def parse_memory(text: str | float) -> float:
+    "Bytes in '16GB', '24GiB', '15.8 GB', '512MiB' (GB = 10⁹, GiB = 2³⁰; a bare number is GB)."
+    import re
+    if isinstance(text, (int, float)): return float(text) * 1e9
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)(i?)B?\s*", str(text), re.I)
+    if not m: raise ValueError(f"memory size {text!r}: write it like 16GB or 24GiB")
+    power = "KMGT".find(m[2].upper()) + 1 if m[2] else 3
+    return float(m[1]) * ((1024 if m[3] else 1000) ** power)
+
+# %% ../nbs/04_train.ipynb #baca9c4b
+def _gb(n: float) -> str: return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+def memory_report(est: dict) -> str:
+    "The estimate as a table: each phase's peak and its breakdown, the allowance, and whether it fits."
+    kinds = [k for k in MEMORY_KINDS if any(p[k] for p in est["phases"].values())]
+    rows = [f"{'phase':<20}{'peak':>10}" + "".join(f"{k:>17}" for k in kinds)]
+    rows += [f"{ph:<20}{_gb(p['peak']):>10}" + "".join(f"{_gb(p[k]):>17}" for k in kinds) for ph, p in est["phases"].items()]
+    extra = ", ".join(f"{k} {_gb(v)}" for k, v in est["allowance"].items())
+    verdict = "fits" if est["fits"] else "does NOT fit"
+    rows.append(f"needs {_gb(est['needed'])} ({est['peak_phase']} {_gb(est['tensors'])} of tensors + {extra}) "
+                f"of {_gb(est['gpu_memory'])}: {verdict}")
+    return "\n".join(rows)
+
+def fitting_settings(cfg: RunConfig, gpu_memory: float, device: str = "cuda", processes: int = 1, known: dict | None = None) -> dict:
+    "The largest micro_batch_size, eval_batch_size and max_length (each changed alone) whose estimate fits `gpu_memory`."
+    out = {}
+    known = known or estimate_memory(cfg, device, None, processes, gpu_memory)["phases"]
+    for name, grid in (("micro_batch_size", range(1, cfg.micro_batch_size + 1)), ("eval_batch_size", range(1, cfg.eval_batch_size + 1)),
+                       ("max_length", range(64, cfg.max_length + 1, 64))):
+        # a batch size changes only the phases it batches: the others keep their first estimate
+        rerun = {"micro_batch_size": ("training step",), "eval_batch_size": ("reference pass", "held-out evaluation")}.get(name, PHASES)
+        def fits(v):
+            c = dataclasses.replace(cfg, **{name: v}, **({"max_prompt_length": min(cfg.max_prompt_length, v // 2)} if name == "max_length" else {}))
+            return estimate_memory(c, device, None, processes, gpu_memory, rerun, known)["fits"]
+        lo, hi, best = 0, len(grid) - 1, None   # the estimate grows with each of them: a binary search
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if fits(grid[mid]): best, lo = grid[mid], mid + 1
+            else: hi = mid - 1
+        out[name] = best
+    return out
+
+def estimate_summary(cfg: RunConfig, gpu_memory: float | None = None, device: str = "cuda") -> str:
+    "What `rpo_train --estimate` prints: the settings, the table, and when it does not fit, the sizes that would."
+    # the stage that holds the most: the preference stage's pairs (also for stage both), else SFT's single answers
+    cfg = _stage_settings(cfg, "sft" if cfg.stage == "sft" else "pref")[0]
+    est = estimate_memory(cfg, device, gpu_memory=gpu_memory)
+    quantization, dt = resolve_precision(cfg.quantization, "bfloat16" if cfg.dtype == "auto" else cfg.dtype, device)
+    head = (f"{cfg.model} ({est['layers']} layers), {quantization}, {str(dt).split('.')[-1]} compute"
+            f"{' (or fp16: as large)' if cfg.dtype == 'auto' else ''}, LoRA r={cfg.lora_r}, {cfg.loss}: micro-batch "
+            f"{cfg.micro_batch_size} of a contrast batch of {cfg.contrast_batch_size}, eval batch {cfg.eval_batch_size}, "
+            f"≤ {cfg.max_length} tokens; every answer as long as max_length allows (the worst batch)")
+    lines = [head, memory_report(est)]
+    if not est["fits"]:
+        sizes = fitting_settings(cfg, est["gpu_memory"], device, known=est["phases"])
+        lines.append("fits with (each alone): " + ", ".join(f"{k} {v}" if v else f"no {k}" for k, v in sizes.items()))
+    return "\n".join(lines)
+
+# %% ../nbs/04_train.ipynb #916c74b6
+def predict_stage_memory(cfg: RunConfig, data: dict, accelerator) -> dict | None:
+    "On a GPU, before a stage loads anything: its estimate on its own data, in one printed line (a warning if it will not fit)."
+    from accelerate.utils import DistributedType
+    device = str(accelerator.device)
+    sharded = accelerator.distributed_type == DistributedType.FSDP or (
+        _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3)
+    if not device.startswith("cuda") or sharded: return None   # sharded weights: the one-GPU estimate would overstate them
+    try: est = estimate_memory(cfg, device, data, accelerator.num_processes)
+    except Exception as e:   # advisory: a model or setting the estimate cannot model (int8, custom code) must not stop the run
+        if accelerator.is_main_process: warnings.warn(f"memory estimate skipped ({type(e).__name__}: {e})", stacklevel=2)
+        return None
+    line = (f"memory: predicted peak {_gb(est['needed'])} ({est['peak_phase']}, {_gb(est['tensors'])} of tensors + CUDA context "
+            f"and allocator reserve) of {_gb(est['gpu_memory'])} on {torch.cuda.get_device_name(accelerator.device)}")
+    if accelerator.is_main_process:
+        if est["fits"]: print(line + ": fits")
+        else: warnings.warn(line + ": it will not fit; `rpo_train --config ... --estimate` shows the sizes that would", stacklevel=2)
+    return est
 
 # %% ../nbs/04_train.ipynb #0c6f8cfa
 def autocast_precision(dtype: str = "auto") -> str:
@@ -1115,12 +1345,20 @@ def main(argv: list[str] | None = None):
     p.add_argument("--overwrite", action="store_true", help="replace the run already in output_dir")
     p.add_argument("--merge", action="store_true", help="also write the adapter merged into the base model")
     p.add_argument("--stage", choices=["sft", "pref", "both"], help="which stages to run")
+    p.add_argument("--estimate", action="store_true",
+                   help="print the peak GPU memory of each phase from the model's config alone (no weights loaded; written at most: "
+                        "the config.json a hub download caches), and exit")
+    p.add_argument("--gpu_memory", help="GPU memory to check the estimate against, e.g. 16GB or 24GiB (default: the visible GPU's, else 16GB)")
     args, rest = p.parse_known_args(argv)
     overrides = parse_overrides(rest)
     if args.stage: overrides["stage"] = args.stage
     if args.merge: overrides["merge"] = True
     try: cfg = load_config(args.config, **overrides)
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f"rpo_train: {e}")
+    if args.estimate:
+        try: print(estimate_summary(cfg, parse_memory(args.gpu_memory) if args.gpu_memory else None))
+        except (ValueError, OSError) as e: raise SystemExit(f"rpo_train: {e}")   # a size, or a model config it cannot read
+        return
     # a user's mistake (a folder, a file, a row, a setting) ends in one line that names it; a bug keeps its traceback
     try: run(cfg, resume=args.resume, overwrite=args.overwrite)
     except (RunError, DataError, RowError, FileNotFoundError) as e: raise SystemExit(f"rpo_train: {e}")

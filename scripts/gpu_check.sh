@@ -5,8 +5,10 @@
 #   2. bench/vs_trl.py --config gpu (random 7B-architecture model, nf4, 512 tokens) and --config reference on the GPU;
 #   3. a one-GPU FSDP smoke run (accelerate_fsdp.yaml, tiny model, 4 steps, checkpoints at 2 and 4);
 #   4. the Colab-T4 recipe (rpo_train --config colab_t4_mistral7b) for 6 steps in fp16 on a random 7B, on the shipped
-#      HH sample;
-# and writes its figures to bench/results/ (vs_trl_gpu.*, vs_trl_reference_gpu.*, gpu_check.json). Commit them.
+#      HH sample, with the memory estimate it prints against the peaks it measures (metrics.jsonl);
+#   5. bench/memory_estimate.py --gpu: the estimate for the `gpu` shape against torch.cuda.max_memory_allocated;
+# and writes its figures to bench/results/ (vs_trl_gpu.*, vs_trl_reference_gpu.*, memory_estimate_gpu.*, gpu_check.json).
+# Commit them.
 # Uses the Python whose torch sees the GPU (PYTHON=..., default python3); installs nothing from the network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,7 @@ step fsdp_one_gpu "$PY" -m accelerate.commands.launch --config_file rpo_nb/confi
   -m rpo_nb.train "${fsdp[@]}"
 step vs_trl_gpu "$PY" bench/vs_trl.py --config gpu
 step vs_trl_reference_gpu "$PY" bench/vs_trl.py --config reference
+step memory_estimate_gpu "$PY" bench/memory_estimate.py --gpu
 # the T4 recipe, fp16, on the random 7B that the gpu benchmark wrote (same cache)
 model=$("$PY" -c 'import sys; sys.path.insert(0, "bench"); from vs_trl import CONFIGS, model_source; print(model_source(CONFIGS["gpu"]))')
 run=$log/t4
@@ -40,12 +43,14 @@ step t4_recipe_fp16 "$PY" -m rpo_nb.train --config colab_t4_mistral7b --model "$
 import json, sys, torch
 from pathlib import Path
 run, out, seconds, status = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
-steps = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in l] if (run / "metrics.jsonl").exists() else []
+records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()] if (run / "metrics.jsonl").exists() else []
+steps = [r for r in records if "loss" in r]
+memory = next((r for r in records if "memory/predicted_needed_mb" in r), {})   # the estimate the run printed, and what it measured
 summary = json.loads((run / "done.json").read_text()) if (run / "done.json").exists() else {}
 res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "seconds": seconds, "parts": status,
        "t4_recipe_fp16": {"steps": [{k: r.get(k) for k in ("step", "loss", "step_time", "tokens_per_s", "memory/allocated_mb",
                                                            "memory/reserved_mb", "loss_scale", "skipped")} for r in steps],
-                          "speed": summary.get("speed"), "resolved": summary.get("resolved")}}
+                          "speed": summary.get("speed"), "resolved": summary.get("resolved"), "memory": memory}}
 out.write_text(json.dumps(res, indent=1))
 print(json.dumps({k: v for k, v in res.items() if k != "t4_recipe_fp16"}, indent=1))
 PYEOF
