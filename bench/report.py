@@ -4,7 +4,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 HEADER = """---
 title: Benchmarks
-description: rpo_nb against TRL's DPOTrainer on the same work, what contrast batches larger than memory cost, and how well the memory estimate predicts.
+description: rpo_nb against TRL's DPOTrainer on the same work, what contrast batches larger than memory cost, how well the memory estimate predicts, and peak memory by kind against TRL.
 ---
 
 Both benchmarks are scripts in `bench/` that run every system in its own process, alternate the systems, and
@@ -15,6 +15,7 @@ python bench/vs_trl.py --config reference   # rpo_nb vs TRL DPOTrainer, SmolLM2-
 python bench/vs_trl.py --config gpu         # random 7B-architecture model in 4-bit, 512 tokens (needs CUDA)
 python bench/contrast_batch.py              # B = 64 pairs per loss at m = 4 in memory vs 16 accumulated steps of 4
 python bench/memory_estimate.py             # the memory estimate (rpo_train --estimate) against measured peaks
+python bench/memory_vs_trl.py               # peak tensor memory of a 7B step by kind, rpo_nb and TRL, on fake tensors
 ```
 
 **Same work on both sides.** The same model and LoRA (r = 16, α = 32, all linear layers), the same 200 HH pairs
@@ -30,7 +31,7 @@ log-probs once, in length-sorted batches, and cached on disk; a pair's chosen an
 prompt's forward pass (shared-prefix packing with a 4-D attention mask), which removes a third to a half of
 the token slots on dialogue data, where prompts are long and answers short; and no per-step extras
 (TRL logs entropy and logit statistics at every token). RPO's own cost, the prompt-similarity weights and
-the M×N contrast, is well under a millisecond: its step equals DPO's within noise.
+the M×N contrast, is about a millisecond: its step equals DPO's within noise.
 
 """
 
@@ -38,7 +39,7 @@ the M×N contrast, is well under a millisecond: its step equals DPO's within noi
 def main():
     parts = [HEADER]
     for name in ["vs_trl_reference.md", "vs_trl_gpu.md", "vs_trl_reference_gpu.md", "contrast_batch.md", "scale.md", "merge_memory.md",
-                 "memory_estimate.md", "memory_estimate_gpu.md"]:
+                 "memory_estimate.md", "memory_estimate_gpu.md", "memory_vs_trl.md"]:
         f = HERE / "results" / name
         if f.exists():
             text = f.read_text()

@@ -18,10 +18,10 @@ from transformers.models.llama import LlamaConfig, LlamaForCausalLM
 from .data import TINY_MODEL, hub_offline, load_tokenizer, pack_sequences, pad_token_id, resolve_pretrained
 
 # %% auto #0
-__all__ = ['MEMORY_KINDS', 'MODEL_SHAPES', 'default_device', 'compute_dtype', 'resolve_precision', 'load_model', 'add_lora',
-           'unwrap', 'reference_mode', 'SequenceLogProbs', 'naive_sequence_logps', 'peak_memory_mb',
-           'logps_memory_probe', 'quant_state_tensors', 'TensorMemory', 'memory_phase', 'memory_kind',
-           'Packed4bitLinear', 'model_config', 'fake_policy']
+__all__ = ['LOGITS_CHUNK_BYTES', 'MEMORY_KINDS', 'MODEL_SHAPES', 'default_device', 'compute_dtype', 'resolve_precision',
+           'load_model', 'add_lora', 'unwrap', 'reference_mode', 'logits_chunk', 'SequenceLogProbs',
+           'naive_sequence_logps', 'peak_memory_mb', 'logps_memory_probe', 'quant_state_tensors', 'TensorMemory',
+           'memory_phase', 'memory_kind', 'Packed4bitLinear', 'model_config', 'fake_policy']
 
 # %% ../nbs/03_model.ipynb #2ce92373
 def default_device() -> str:
@@ -77,6 +77,17 @@ def load_model(name_or_path: str | Path, quantization: str = "auto", dtype: str 
     return model
 
 # %% ../nbs/03_model.ipynb #8dac90da
+def _autocast_adapter_inputs(module, args, kwargs):
+    "Under autocast, hand a LoRA layer its input as it is: autocast runs the adapter's matmuls in its own dtype anyway."
+    # peft's LoRA layers on plain linear layers cast each input to the adapter's float32 first; under autocast that
+    # copy is rounded straight back, and costs a float32 copy of every activation an adapter reads (for a bf16 base,
+    # `quantization: none`). Its bitsandbytes layers skip the cast under CUDA autocast already: this makes every LoRA
+    # layer do so, under any device's autocast. Without autocast a bf16 input must meet float32 weights, and the cast
+    # stays. Set on every call, so checkpointed recomputes (which restore the autocast state) see it too.
+    x = args[0] if args else kwargs.get("x")
+    if torch.is_tensor(x) and x.device.type != "meta":
+        module.cast_input_dtype_enabled = not torch.is_autocast_enabled(x.device.type)
+
 def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: str | list[str] = "all-linear",
              gradient_checkpointing: bool = True, adapter: str | Path | None = None):
     "A peft LoRA policy on a frozen base, in training mode; with `adapter`, start from it and keep a frozen copy as 'reference'."
@@ -96,6 +107,9 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_
             policy = PeftModel.from_pretrained(model, str(adapter), adapter_name="default", is_trainable=True)
             policy.load_adapter(str(adapter), adapter_name="reference", is_trainable=False)
             policy.set_adapter("default")
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    for m in policy.modules():
+        if isinstance(m, BaseTunerLayer): m.register_forward_pre_hook(_autocast_adapter_inputs, with_kwargs=True)
     # from_pretrained leaves every layer in eval mode, and transformers checkpoints only layers in training mode
     return policy.train()
 
@@ -128,15 +142,23 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 
 def _token_logps(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module, scale: float, softcap: float | None):
     "log p(target) for each hidden state: target logit minus logsumexp, in float32 or better."
-    logits = _upcast(head(hidden)) * scale
+    logits = _upcast(head(hidden))
+    if scale != 1.0: logits = logits * scale   # (a multiply by one would be one more float32 copy of the chunk)
     if softcap: logits = softcap * torch.tanh(logits / softcap)
     return logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)
 
+LOGITS_CHUNK_BYTES = 128 * 2**20  # one chunk's float32 logits; its backward holds about four such tensors at once
+
+def logits_chunk(vocab_size: int) -> int:
+    "Positions per log-prob chunk: as many as keep a chunk's float32 logits within LOGITS_CHUNK_BYTES (at least 16)."
+    return max(16, LOGITS_CHUNK_BYTES // (4 * vocab_size))
+
 class SequenceLogProbs(torch.nn.Module):
     "Summed log-probs of the scored tokens of packed sequences, without full-vocabulary logits."
-    def __init__(self, policy: torch.nn.Module, chunk_size: int = 1024):
+    def __init__(self, policy: torch.nn.Module, chunk_size: int | None = None):
         super().__init__()
-        self.policy, self.chunk_size = policy, chunk_size
+        self.policy = policy   # chunk_size: positions per chunk; None follows the vocabulary (`logits_chunk`)
+        self.chunk_size = chunk_size or logits_chunk(self.language_model().config.get_text_config().vocab_size)
 
     def language_model(self):
         "The transformers model inside (below peft's wrapper, if any)."
@@ -400,7 +422,7 @@ def model_config(name_or_path: str | Path):
 
 # %% ../nbs/03_model.ipynb #530f15b6
 def fake_policy(config, mode, quantization: str = "nf4", dtype: torch.dtype = torch.bfloat16, layers: int | None = None,
-                attn_implementation: str | None = None, chunk_size: int = 1024, **lora) -> SequenceLogProbs:
+                attn_implementation: str | None = None, chunk_size: int | None = None, **lora) -> SequenceLogProbs:
     "The policy `load_model` + `add_lora` would build from `config`, on fake tensors of `mode` (nothing allocated)."
     import transformers
     config = copy.deepcopy(config)

@@ -971,12 +971,13 @@ def _fake_optimizer(cfg: RunConfig, params: list, device: str):
         for g in opt.param_groups: g["foreach"] = device.startswith("cuda")   # torch's default on a GPU: one kernel per group
         return opt
     class EightBit:   # two 8-bit moments per weight and a float32 absmax per 256 (small tensors keep 32-bit moments)
+        def __init__(self): self.state = []   # made at the first step, as bitsandbytes makes its state
         def step(self):
+            if self.state: return
             for p in params:
                 n = p.numel()
-                if not hasattr(p, "_moments"):
-                    p._moments = [torch.empty(n, dtype=torch.uint8 if n >= 4096 else torch.float32) for _ in range(2)]
-                    p._moments += [torch.empty(-(-n // 256), dtype=torch.float32) for _ in range(2) if n >= 4096]
+                self.state += [torch.empty(n, dtype=torch.uint8 if n >= 4096 else torch.float32) for _ in range(2)]
+                self.state += [torch.empty(-(-n // 256), dtype=torch.float32) for _ in range(2) if n >= 4096]
         def zero_grad(self, set_to_none=True):
             for p in params: p.grad = None
     return EightBit()

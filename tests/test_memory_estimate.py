@@ -59,8 +59,12 @@ def test_estimate_command_loads_no_weights_and_writes_nothing(tmp_path):
 
 
 def test_estimate_command_names_the_sizes_that_fit(tmp_path):
+    from rpo_nb.train import _stage_settings, estimate_memory, load_config
+    # a GPU 4 MB smaller than the run needs (of ~25 MB of tensors): it does not fit, and smaller settings do
+    cfg = _stage_settings(load_config("tiny", max_length=256), "pref")[0]
+    size = (estimate_memory(cfg, "cuda", gpu_memory=1e12)["needed"] - 4e6) / 1e9
     r = subprocess.run([sys.executable, "-m", "rpo_nb.train", "--config", "tiny", "--max_length", "256", "--estimate",
-                        "--gpu_memory", "0.562GB"], capture_output=True, text=True, cwd=tmp_path,
+                        "--gpu_memory", f"{size:.4f}GB"], capture_output=True, text=True, cwd=tmp_path,
                        env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "does NOT fit" in r.stdout and "fits with (each alone): micro_batch_size" in r.stdout, r.stdout
