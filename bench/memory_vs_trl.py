@@ -166,14 +166,14 @@ def main():
           f"torch AdamW, {BATCH} pairs, answers filling {MAX_LENGTH} tokens; each system's own code on fake tensors under one "
           f"counter, at 2 and 3 layers extrapolated to {DEPTH} (bench/memory_vs_trl.py). MiB, at the step's peak; TRL "
           f"{meta['trl']}, transformers {meta['transformers']}, peft {meta['peft']}, torch {meta['torch']}.\n\n{table}\n")
-    ours, trl_best = rows[0], best
+    ours = rows[0]
     frozen, stream = best["frozen weights"], DEPTH * 2 * BATCH * MAX_LENGTH * 4096 * 2 / 2**20   # bf16 layer inputs kept
     md += (f"\nrpo_nb RPO over TRL's best: **{ours['over_trl']:.2f}**. What rpo_nb holds beyond TRL: float32 LoRA weights, "
            f"gradients and AdamW moments, {ours['LoRA'] + ours['optimizer state'] - best['LoRA'] - best['optimizer state']:,.0f} MiB "
            f"(TRL rounds a quantised model's adapters to bf16, where updates below bf16's resolution are lost), and "
            f"{ours['activations'] - best['activations']:,.0f} MiB of activations. A peak of 0.8 x TRL's cannot be reached on "
-           f"this work without doing less: the frozen 4-bit model alone is {frozen:,.0f} MiB ({frozen / trl_best['peak']:.2f} "
-           f"of TRL's peak), which leaves {0.8 * trl_best['peak'] - frozen:,.0f} MiB, and the checkpointed layer inputs both "
+           f"this work without doing less: the frozen 4-bit model alone is {frozen:,.0f} MiB ({frozen / best['peak']:.2f} "
+           f"of TRL's peak), which leaves {0.8 * best['peak'] - frozen:,.0f} MiB, and the checkpointed layer inputs both "
            f"sides keep ({DEPTH} layers x {2 * BATCH * MAX_LENGTH:,} token slots x 4,096 in bf16) are {stream:,.0f} MiB. "
            f"Not modelled on either side: bitsandbytes' LoRA layer clones the 4-bit layer's output (a transient copy).\n")
     (out / "memory_vs_trl.md").write_text(md)
