@@ -23,7 +23,7 @@ def current_memory_mb() -> float:
     return resident_mb()
 
 
-def peak_memory_mb() -> float:
+def process_peak_mb() -> float:
     "This process's peak memory: CUDA max allocated on a GPU, else peak resident set size."
     if torch.cuda.is_available(): return torch.cuda.max_memory_allocated() / 2**20
     return peak_resident_mb()

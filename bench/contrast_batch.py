@@ -13,14 +13,14 @@ import argparse, json, os, statistics, sys, time, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import HERE, Timer, benchmark_pairs, current_memory_mb, markdown_table, peak_memory_mb, run_worker
+from common import HERE, Timer, benchmark_pairs, current_memory_mb, markdown_table, process_peak_mb, run_worker
 
 
 def worker(a) -> dict:
     import torch
     from rpo_nb.data import load_tokenizer, pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
-    from rpo_nb.model import SequenceLogProbs, add_lora, load_model
+    from rpo_nb.model import build_policy
     from rpo_nb.train import batch_loss, contrast_step, load_config, make_items, micro_batches
     tok = load_tokenizer(a.model)
     rows = benchmark_pairs(tok, a.pairs, a.max_length)
@@ -30,7 +30,7 @@ def worker(a) -> dict:
     reference = torch.full((len(items), 2), -100.0)
     cfg = load_config(model=a.model, loss="rpo", micro_batch_size=a.micro)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    policy = SequenceLogProbs(add_lora(load_model(a.model, device=device), dropout=0.05, gradient_checkpointing=True))
+    policy = build_policy(a.model, device=device, dropout=0.05, gradient_checkpointing=True)
     policy.train()
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-5)
     with torch.no_grad(): policy(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in micro_batches(items, [0], 1, pid)[0][0].items()})
@@ -49,8 +49,8 @@ def worker(a) -> dict:
                 mbs, pos = micro_batches(items, sub, a.micro, pid, device=device)
                 out = contrast_step(policy, mbs, pos, lambda lp, s=sub: batch_loss(cfg, lp, s, items, reference, emb), grad_scale=1 / n)
     optimizer.step()
-    return {"seconds": t.seconds, "peak_mb": peak_memory_mb(), "loaded_mb": loaded,
-            "step_mb": peak_memory_mb() - (0 if torch.cuda.is_available() else loaded), "loss": out["loss"]}
+    return {"seconds": t.seconds, "peak_mb": process_peak_mb(), "loaded_mb": loaded,
+            "step_mb": process_peak_mb() - (0 if torch.cuda.is_available() else loaded), "loss": out["loss"]}
 
 
 def main():

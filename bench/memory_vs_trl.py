@@ -75,20 +75,15 @@ def _trl_cuda_branch():
 
 def trl_step(precompute: bool, layers: int) -> dict:
     "TRL DPOTrainer's training step at `layers` decoder layers, on fake tensors, bytes by kind."
-    import torch, transformers
+    import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
     from rpo_nb.data import load_tokenizer
-    from rpo_nb.model import Packed4bitLinear, memory_kind, memory_phase, model_config
-    config = model_config("random-7b"); config.num_hidden_layers = layers
-    with torch.device("meta"):   # as rpo_nb's fake_policy: built on meta, 4-bit layers as their packed storage
-        base = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
-    head = base.get_output_embeddings()
-    for module in list(base.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is torch.nn.Linear and child is not head: setattr(module, name, Packed4bitLinear(child, torch.bfloat16))
+    from rpo_nb.model import fake_base, memory_kind, memory_phase, model_config
+    config = model_config("random-7b")
+    base = fake_base(config, "nf4", torch.bfloat16, layers)   # rpo_nb's own: on meta, 4-bit layers as their packed storage
     base.is_loaded_in_4bit = True           # what TRL reads to take its QLoRA path (LoRA weights in bf16)
     base.hf_device_map = {"": "cpu"}        # placed by its loader, as a quantised model is: the Trainer does not move it
     tok = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")

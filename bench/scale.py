@@ -44,7 +44,7 @@ def worker(a) -> dict:
 def reference_worker(a) -> dict:
     warnings.simplefilter("ignore")
     from rpo_nb.data import TINY_MODEL, load_hh, load_tokenizer, pad_token_id, sample_path, tokenize_preferences
-    from rpo_nb.model import SequenceLogProbs, add_lora, load_model
+    from rpo_nb.model import build_policy
     from rpo_nb.train import batched_logps, make_items
     tok = load_tokenizer(TINY_MODEL)
     ds = load_hh(sample_path("hh"))
@@ -52,7 +52,7 @@ def reference_worker(a) -> dict:
     from rpo_nb.train import Items
     reps = -(-a.pairs // len(base))
     items = Items((base.groups * reps)[:a.pairs], (base.prompts * reps)[:a.pairs], None, True)
-    policy = SequenceLogProbs(add_lora(load_model(TINY_MODEL), gradient_checkpointing=False))
+    policy = build_policy(TINY_MODEL, gradient_checkpointing=False)
     with Timer() as t: batched_logps(policy, items, 32, pad_token_id(tok))
     return {"pairs": a.pairs, "reference_pass_s": t.seconds}
 

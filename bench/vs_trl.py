@@ -19,7 +19,7 @@ import argparse, json, os, statistics, sys, tempfile, time, warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import HERE, Timer, benchmark_pairs, markdown_table, peak_memory_mb, run_worker
+from common import HERE, Timer, benchmark_pairs, markdown_table, process_peak_mb, run_worker
 
 CONFIGS = {
     "quick": dict(model="rpo-nb/tiny-random-llama", pairs=16, batch=4, max_length=128, quantization="none", rounds=1),
@@ -102,7 +102,7 @@ def trl_worker(cfg: dict, precompute: bool) -> dict:
                       for k in ("prompt_ids", "prompt_ids", "chosen_ids", "rejected_ids"))
                   for s in range(0, cfg["pairs"], cfg["batch"])] if "chosen_ids" in trainer.train_dataset.column_names else None
     with Timer() as t: trainer.train()
-    return {"step_times": steps, "one_time": one_time, "train_seconds": t.seconds, "peak_mb": peak_memory_mb(), "n_params": n_params,
+    return {"step_times": steps, "one_time": one_time, "train_seconds": t.seconds, "peak_mb": process_peak_mb(), "n_params": n_params,
             "tokens": tokens_per_batch(rows, cfg["batch"]), "trl_tokens": trl_tokens,
             "loss_first": trainer.state.log_history[0].get("loss")}
 
@@ -112,7 +112,7 @@ def rpo_nb_worker(cfg: dict, loss: str) -> dict:
     from accelerate import Accelerator
     from rpo_nb.data import load_tokenizer, pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
-    from rpo_nb.model import SequenceLogProbs, add_lora, load_model
+    from rpo_nb.model import build_policy
     from rpo_nb.train import batch_loss, contrast_step, load_config, make_items, make_optimizer, micro_batches, reference_logps
     src = model_source(cfg)
     tok = load_tokenizer(src)
@@ -121,18 +121,17 @@ def rpo_nb_worker(cfg: dict, loss: str) -> dict:
     rc = load_config(model=src, loss=loss, beta=BETA, micro_batch_size=cfg["batch"], quantization=cfg["quantization"],
                      gradient_checkpointing=True, lora_dropout=0.0, optimizer="adamw", learning_rate=LR,
                      max_grad_norm=MAX_GRAD_NORM, max_length=cfg["max_length"], cache_dir=str(tmp / "cache"), eval_batch_size=16)
-    from rpo_nb.model import compute_dtype
+    from rpo_nb.model import autocast_precision
     # the package's own choice: bf16 from Ampere on, fp16 (with loss scaling) on a T4 or V100, none on CPU
-    amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype("cuda") if torch.cuda.is_available() else torch.float32, "no")
-    accelerator = Accelerator(mixed_precision=amp)
+    accelerator = Accelerator(mixed_precision=autocast_precision("auto"))
     items, pid, one_time = make_items(rows, "paired"), pad_token_id(tok), {}
     emb = None
     if loss == "rpo":   # before the language model is loaded, and released after: the two never share memory
         with Timer() as t: emb = embed_prompts(items.prompts, rc.embedder, cache_dir=tmp / "cache" / "embeddings")
         release_embedders(); one_time["embeddings"] = t.seconds
-    base = load_model(src, cfg["quantization"], device=str(accelerator.device))
-    n_params = base.num_parameters()
-    policy = SequenceLogProbs(add_lora(base, LORA["r"], LORA["lora_alpha"], 0.0, "all-linear", gradient_checkpointing=True))
+    policy = build_policy(src, cfg["quantization"], device=str(accelerator.device), r=LORA["r"], alpha=LORA["lora_alpha"],
+                          dropout=0.0, target_modules="all-linear", gradient_checkpointing=True)
+    n_params = policy.language_model().num_parameters() - sum(p.numel() for p in policy.parameters() if p.requires_grad)   # the base's
     with Timer() as t: ref = reference_logps(policy, items, rc, pid, accelerator=accelerator)
     one_time["reference_logps"] = t.seconds
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -148,7 +147,7 @@ def rpo_nb_worker(cfg: dict, loss: str) -> dict:
                 accelerator.clip_grad_norm_(params, MAX_GRAD_NORM)
                 optimizer.step(); optimizer.zero_grad(set_to_none=True)
             steps.append(t.seconds); losses.append(out["loss"])
-    return {"step_times": steps, "one_time": one_time, "train_seconds": total.seconds, "peak_mb": peak_memory_mb(), "n_params": n_params,
+    return {"step_times": steps, "one_time": one_time, "train_seconds": total.seconds, "peak_mb": process_peak_mb(), "n_params": n_params,
             "tokens": tokens_per_batch(rows, cfg["batch"]), "loss_first": losses[0]}
 
 
@@ -158,7 +157,7 @@ def interleaved_worker(cfg: dict) -> dict:
     import torch
     from rpo_nb.data import load_tokenizer, pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
-    from rpo_nb.model import SequenceLogProbs, add_lora, load_model
+    from rpo_nb.model import build_policy
     from rpo_nb.train import batch_loss, contrast_step, load_config, make_items, make_optimizer, micro_batches, reference_logps
     src = model_source(cfg)
     tok = load_tokenizer(src)
@@ -168,8 +167,8 @@ def interleaved_worker(cfg: dict) -> dict:
                               max_length=cfg["max_length"], cache_dir=str(tmp / "cache"), eval_batch_size=16) for loss in ("dpo", "rpo")}
     items, pid = make_items(rows, "paired"), pad_token_id(tok)
     emb = embed_prompts(items.prompts, cache_dir=tmp / "cache" / "embeddings"); release_embedders()
-    policy = SequenceLogProbs(add_lora(load_model(src, cfg["quantization"]), LORA["r"], LORA["lora_alpha"], 0.0, "all-linear",
-                                       gradient_checkpointing=True))
+    policy = build_policy(src, cfg["quantization"], r=LORA["r"], alpha=LORA["lora_alpha"], dropout=0.0, target_modules="all-linear",
+                          gradient_checkpointing=True)
     ref = reference_logps(policy, items, cfgs["dpo"], pid)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = make_optimizer(cfgs["dpo"], params, LR, "cuda" if torch.cuda.is_available() else "cpu")

@@ -12,8 +12,8 @@ import yaml
 
 from .data import (format_prompt, adds_bos, answer_end_id, truncate_prompt, load_tokenizer, pad_token_id, read_records,
                          answer_text, resolve_pretrained)
-from .model import SequenceLogProbs, default_device, load_model, reference_mode, unwrap
-from .train import (Items, RunConfig, autocast_precision, batched_logps, heldout_metrics, load_config, make_items,
+from .model import SequenceLogProbs, autocast_precision, default_device, load_model, reference_mode, unwrap
+from .train import (Items, RunConfig, batched_logps, heldout_metrics, load_config, make_items,
                           reference_logps, run_data)
 
 # %% auto #0

@@ -4,12 +4,13 @@
 
 # %% ../nbs/02_losses.ipynb #1b6fa79d
 from __future__ import annotations
+import inspect, typing
 import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['contrast_matrix', 'implicit_rewards', 'rpo_loss', 'dpo_loss', 'ipo_loss', 'cdpo_loss', 'rpo_diagonal_loss',
-           'kto_loss', 'sft_loss', 'preference_metrics']
+__all__ = ['LOSSES', 'contrast_matrix', 'implicit_rewards', 'rpo_loss', 'dpo_loss', 'ipo_loss', 'cdpo_loss', 'rpo_diagonal_loss',
+           'kto_loss', 'sft_loss', 'preference_metrics', 'Loss']
 
 # %% ../nbs/02_losses.ipynb #b3442c24
 def contrast_matrix(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor) -> torch.Tensor:
@@ -135,3 +136,24 @@ def preference_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Ten
     for name, lp in [("logps/chosen", policy_chosen_logps), ("logps/rejected", policy_rejected_logps)]:
         if lp is not None and len(lp): out[name] = lp.detach().float().mean().item()
     return out
+
+# %% ../nbs/02_losses.ipynb #5525947e
+class Loss(typing.NamedTuple):
+    "One row of the loss table: the function, the run settings it reads, its data, what else it needs."
+    fn: typing.Callable
+    settings: tuple[str, ...]     # RunConfig fields, passed as keyword arguments of the same name
+    kind: str                     # 'paired', 'unpaired' or 'sft'
+    needs: tuple[str, ...] = ()   # 'embeddings' (prompt-distance weights), 'kl' (KTO's batch reference point), 'n_tokens'
+    batch_level: bool = False     # an item's loss depends on the other items of its batch
+
+LOSSES = {
+    "rpo":          Loss(rpo_loss, ("beta", "weight_on"), "paired", ("embeddings",), batch_level=True),
+    "rpo_unpaired": Loss(rpo_loss, ("beta", "weight_on"), "unpaired", ("embeddings",), batch_level=True),
+    "rpo_diagonal": Loss(rpo_diagonal_loss, ("beta", "diagonal_weight"), "paired", batch_level=True),
+    "dpo":          Loss(dpo_loss, ("beta",), "paired"),
+    "ipo":          Loss(ipo_loss, ("beta",), "paired"),
+    "cdpo":         Loss(cdpo_loss, ("beta", "label_smoothing"), "paired"),
+    "kto":          Loss(kto_loss, ("beta", "desirable_weight", "undesirable_weight"), "unpaired", ("kl",), batch_level=True),
+    "sft":          Loss(sft_loss, (), "sft", ("n_tokens",)),
+}
+

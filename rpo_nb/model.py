@@ -19,9 +19,10 @@ from .data import TINY_MODEL, hub_offline, load_tokenizer, pack_sequences, pad_t
 
 # %% auto #0
 __all__ = ['LOGITS_CHUNK_BYTES', 'MEMORY_KINDS', 'MODEL_SHAPES', 'default_device', 'compute_dtype', 'resolve_precision',
-           'load_model', 'add_lora', 'unwrap', 'reference_mode', 'logits_chunk', 'SequenceLogProbs',
-           'naive_sequence_logps', 'peak_memory_mb', 'logps_memory_probe', 'quant_state_tensors', 'TensorMemory',
-           'memory_phase', 'memory_kind', 'Packed4bitLinear', 'model_config', 'fake_policy']
+           'autocast_precision', 'load_model', 'add_lora', 'unwrap', 'reference_mode', 'logits_chunk',
+           'SequenceLogProbs', 'naive_sequence_logps', 'build_policy', 'peak_growth_mb', 'logps_memory_probe',
+           'quant_state_tensors', 'TensorMemory', 'memory_phase', 'memory_kind', 'Packed4bitLinear', 'model_config',
+           'fake_base', 'fake_policy']
 
 # %% ../nbs/03_model.ipynb #2ce92373
 def default_device() -> str:
@@ -40,6 +41,12 @@ def resolve_precision(quantization: str = "auto", dtype: str | torch.dtype = "au
     q = ("nf4" if str(device).startswith("cuda") else "none") if quantization == "auto" else quantization
     dt = compute_dtype(device) if dtype == "auto" else (getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     return q, dt
+
+def autocast_precision(dtype: str | torch.dtype = "auto", device: str | None = None) -> str:
+    "accelerate's `mixed_precision` for compute dtype `dtype` on `device`: 'bf16' or 'fp16' on a GPU, else 'no'."
+    device = str(device or default_device())
+    if not device.startswith("cuda"): return "no"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(resolve_precision("none", dtype, device)[1], "no")
 
 def _attention(requested: str | None, device: str) -> str | None:
     "The attention implementation to ask transformers for, falling back from FlashAttention with a message."
@@ -206,6 +213,13 @@ def naive_sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.T
     lp = logits.log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
     return (lp * mask).sum(-1)
 
+# %% ../nbs/03_model.ipynb #5afa691e
+def build_policy(model: str | Path, quantization: str = "auto", dtype: str | torch.dtype = "auto", device: str | None = None,
+                 attn_implementation: str | None = None, chunk_size: int | None = None, **lora) -> SequenceLogProbs:
+    "The trainable policy: the frozen base `load_model` loads, `add_lora`'s adapters (`**lora`), scored by `SequenceLogProbs`."
+    return SequenceLogProbs(add_lora(load_model(model, quantization, dtype, device, attn_implementation), **lora), chunk_size)
+
+
 # %% ../nbs/03_model.ipynb #ef79ce7e
 _PROBE = """
 import importlib, json, os, resource, sys
@@ -216,7 +230,7 @@ fn(*args)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20)
 """
 
-def peak_memory_mb(fn, *args, device: str | None = None) -> float:
+def peak_growth_mb(fn, *args, device: str | None = None) -> float:
     "Peak memory growth on `device` while fn(*args) runs: CUDA peak allocated, or a fresh CPU process's peak RSS growth."
     device = str(device or default_device())
     if device.startswith("cuda"):
@@ -224,7 +238,7 @@ def peak_memory_mb(fn, *args, device: str | None = None) -> float:
         fn(*args); torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     import json, subprocess, sys
-    if fn.__module__ == "__main__": raise ValueError("peak_memory_mb needs an importable function, not one defined in __main__")
+    if fn.__module__ == "__main__": raise ValueError("peak_growth_mb needs an importable function, not one defined in __main__")
     # a new interpreter, not fork (unsafe once PyTorch's thread pools run); fn must be importable, args JSON
     r = subprocess.run([sys.executable, "-c", _PROBE, fn.__module__, fn.__qualname__, json.dumps(args)],
                        capture_output=True, text=True)
@@ -421,23 +435,29 @@ def model_config(name_or_path: str | Path):
         return transformers.AutoConfig.for_model(shape.pop("model_type"), **shape)
 
 # %% ../nbs/03_model.ipynb #530f15b6
-def fake_policy(config, mode, quantization: str = "nf4", dtype: torch.dtype = torch.bfloat16, layers: int | None = None,
-                attn_implementation: str | None = None, chunk_size: int | None = None, **lora) -> SequenceLogProbs:
-    "The policy `load_model` + `add_lora` would build from `config`, on fake tensors of `mode` (nothing allocated)."
+def fake_base(config, quantization: str = "nf4", dtype: torch.dtype = torch.bfloat16, layers: int | None = None,
+              attn_implementation: str | None = None):
+    "The base model `load_model` would load from `config`, on the meta device, 4-bit layers as their packed stand-ins."
     import transformers
     config = copy.deepcopy(config)
     if layers is not None: config.get_text_config().num_hidden_layers = layers
     # FlashAttention's kernels cannot run on fake tensors; sdpa's memory-efficient kernel holds the same (no T × T scores)
     attn = "sdpa" if attn_implementation in (None, "flash_attention_2") else attn_implementation
-    with torch.device("meta"):   # built on the meta device (no memory, no initialisation), then made fake all at once
+    with torch.device("meta"):   # built on the meta device: no memory, no initialisation
         base = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     if quantization == "nf4":    # as transformers' bitsandbytes loader: every linear layer but the output head
         head = base.get_output_embeddings()
         for module in list(base.modules()):
             for name, child in list(module.named_children()):
                 if type(child) is torch.nn.Linear and child is not head: setattr(module, name, Packed4bitLinear(child, dtype))
-    elif quantization != "none": raise ValueError(f"fake_policy models nf4 or none, not {quantization!r}")
-    policy = add_lora(base, **lora)
-    with mode: policy = policy.to_empty(device="cpu")
+    elif quantization != "none": raise ValueError(f"fake models are nf4 or none, not {quantization!r}")
+    return base
+
+def fake_policy(config, mode, quantization: str = "nf4", dtype: torch.dtype = torch.bfloat16, layers: int | None = None,
+                attn_implementation: str | None = None, chunk_size: int | None = None, **lora) -> SequenceLogProbs:
+    "The policy `build_policy` would build from `config`, on fake tensors of `mode` (nothing allocated)."
+    policy = add_lora(fake_base(config, quantization, dtype, layers, attn_implementation), **lora)
+    with mode: policy = policy.to_empty(device="cpu")   # every tensor made fake at once
     policy.get_base_model().tie_weights()   # to_empty gives each use of a tied weight its own storage
     return SequenceLogProbs(policy, chunk_size)
+

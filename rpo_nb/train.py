@@ -14,30 +14,27 @@ import yaml
 from tqdm.auto import tqdm
 
 from .data import (SAMPLES, DataError, RowError, answer_text, balanced_batches, cache_path, load_chat_pairs, load_hh, load_tldr,
-                         load_tokenizer, load_trl, length_grouped_batches, model_source, pack_sequences, pad_token_id,
+                         load_tokenizer, load_trl, length_grouped_batches, model_source, pack_sequences, pad_token_id, random_batches,
                          resolve_pretrained, sample_path, split_by_prompt, to_unpaired, tokenize_preferences)
 from .embeddings import distance_weights, embed_prompts, release_embedders
-from .losses import (cdpo_loss, dpo_loss, ipo_loss, kto_loss, preference_metrics, rpo_diagonal_loss, rpo_loss,
-                           sft_loss)
-from .model import (MEMORY_KINDS, SequenceLogProbs, TensorMemory, add_lora, compute_dtype, default_device, fake_policy,
+from .losses import LOSSES, preference_metrics
+from .model import (MEMORY_KINDS, TensorMemory, autocast_precision, build_policy, default_device, fake_policy,
                           load_model, memory_kind, memory_phase, model_config, reference_mode, resolve_precision, unwrap)
 
 # %% auto #0
-__all__ = ['LOSSES', 'DATASETS', 'BATCH_LOSSES', 'PHASES', 'MEMORY_ALLOWANCE', 'ALLOCATOR_RESERVE', 'RunError', 'RunConfig',
-           'shipped_configs', 'config_path', 'load_config', 'config_fields', 'run_data', 'Items', 'make_items',
-           'autocast_context', 'scoring_batches', 'batched_logps', 'resolved_settings', 'reference_key',
-           'reference_logps', 'contrast_step', 'batch_loss', 'micro_batches', 'mismatched_items', 'kto_reference_point',
-           'optimizer_step', 'make_optimizer', 'make_scheduler', 'adapter_weights', 'set_adapter_weights',
-           'save_adapter', 'save_checkpoint', 'load_checkpoint', 'heldout_metrics', 'memory_metrics', 'MetricsLog',
-           'contrast_layout', 'Stage', 'prepare_stage', 'resume_stage', 'stage_batch', 'train_step', 'summarise_stage',
-           'train_stage', 'measure_phases', 'estimate_memory', 'gpu_total_memory', 'parse_memory', 'memory_report',
-           'fitting_settings', 'estimate_summary', 'predict_stage_memory', 'autocast_precision', 'write_plots',
+__all__ = ['DATASETS', 'PHASES', 'MEMORY_ALLOWANCE', 'ALLOCATOR_RESERVE', 'RunError', 'RunConfig', 'shipped_configs',
+           'config_path', 'load_config', 'config_fields', 'run_data', 'Items', 'make_items', 'autocast_context',
+           'scoring_batches', 'batched_logps', 'resolved_settings', 'reference_key', 'reference_logps', 'contrast_step',
+           'batch_loss', 'micro_batches', 'mismatched_items', 'kto_reference_point', 'optimizer_step', 'make_optimizer',
+           'make_scheduler', 'adapter_weights', 'set_adapter_weights', 'save_adapter', 'save_checkpoint',
+           'load_checkpoint', 'heldout_metrics', 'memory_metrics', 'MetricsLog', 'contrast_layout', 'Stage',
+           'prepare_stage', 'resume_stage', 'evaluate_before', 'stage_batch', 'train_step', 'summarise_stage',
+           'finish_stage', 'train_stage', 'measure_phases', 'estimate_memory', 'gpu_total_memory', 'parse_memory',
+           'memory_report', 'fitting_settings', 'estimate_summary', 'predict_stage_memory', 'write_plots',
            'available_ram', 'merge_memory_needed', 'check_merge_memory', 'merge_adapter', 'check_output_dir', 'run',
            'parse_overrides', 'main']
 
 # %% ../nbs/04_train.ipynb #d5ff093f
-LOSSES = {"rpo": "paired", "rpo_diagonal": "paired", "dpo": "paired", "ipo": "paired", "cdpo": "paired",
-          "rpo_unpaired": "unpaired", "kto": "unpaired", "sft": "sft"}
 DATASETS = {"hh": load_hh, "tldr": load_tldr, "chat": load_chat_pairs, "trl": load_trl}
 
 class RunError(ValueError):
@@ -206,7 +203,7 @@ def run_data(cfg: RunConfig, tokenizer) -> dict:
     for name, cap in [("train", cfg.max_train_items), ("test", cfg.max_test_items)]:
         part = parts[name].shuffle(seed=cfg.seed)
         if cap: part = part.select(range(min(cap, len(part))))
-        if name == "train" and LOSSES[cfg.loss] == "unpaired" and "chosen" in part.column_names:
+        if name == "train" and LOSSES[cfg.loss].kind == "unpaired" and "chosen" in part.column_names:
             part = to_unpaired(part, cfg.desirable_fraction, cfg.undesirable_fraction, cfg.seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -345,12 +342,14 @@ def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=No
     return ref
 
 # %% ../nbs/04_train.ipynb #057d4e93
-def _rng_state() -> tuple:
-    return torch.get_rng_state(), (torch.cuda.get_rng_state() if torch.cuda.is_available() else None)
+def _rng_state(device) -> tuple:
+    "The CPU random state, and the CUDA one of `device` when the work runs there (a fake-tensor estimate on CPU leaves CUDA alone)."
+    device = torch.device(device)
+    return torch.get_rng_state(), (device, torch.cuda.get_rng_state(device)) if device.type == "cuda" else None
 
 def _set_rng_state(state: tuple):
     torch.set_rng_state(state[0])
-    if state[1] is not None: torch.cuda.set_rng_state(state[1])
+    if state[1] is not None: torch.cuda.set_rng_state(state[1][1], state[1][0])
 
 def _is_deepspeed(accelerator) -> bool:
     from accelerate.utils import DistributedType
@@ -368,18 +367,18 @@ def _gradient_sync(accelerator, model, sync: bool):
     finally: accelerator.gradient_state._set_sync_gradients(True)
 
 def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor], loss_fn, accelerator=None,
-                  global_contrast: bool = True, grad_scale: float = 1.0, sync: bool = True) -> dict:
+                  global_contrast: bool = True, grad_scale: float = 1.0, sync: bool = True, replay_rng: bool = True) -> dict:
     "Loss over one (global) contrast batch from micro-batched log-probs; gradients accumulate into the policy."
     world = accelerator.num_processes if (accelerator is not None and global_contrast) else 1
     backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
     ctx = lambda last: _gradient_sync(accelerator, model, sync and last)
     order = torch.cat(positions)
     n_local, single = len(order), len(micro_batches) == 1
-    states, parts = [], []
+    states, parts, device = [], [], micro_batches[0]["input_ids"].device
     with ctx(True) if single else contextlib.nullcontext():
         with torch.set_grad_enabled(single):
             for mb in micro_batches:
-                states.append(_rng_state())
+                states.append(_rng_state(device))
                 parts.append(model(**mb)[0])
         local = torch.zeros(n_local, dtype=parts[0].dtype, device=parts[0].device).index_copy(0, order.to(parts[0].device), torch.cat(parts))
         gathered = accelerator.gather(local.detach()) if world > 1 else local.detach()
@@ -400,9 +399,9 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
         else: return {**metrics, "loss": loss.detach().item(), "skipped": 1}
         if single: backward((local * g_local).sum())
     if not single:
-        end = _rng_state()
+        end = _rng_state(device)
         for k, (mb, st, pos) in enumerate(zip(micro_batches, states, positions)):
-            _set_rng_state(st)
+            if replay_rng: _set_rng_state(st)   # the recompute draws the same dropout masks as the first pass
             with ctx(k == len(micro_batches) - 1):
                 backward((model(**mb)[0] * g_local[pos.to(g_local.device)]).sum())
         _set_rng_state(end)
@@ -412,30 +411,28 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
 def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items, reference: torch.Tensor | None,
                embeddings: torch.Tensor | None, n_tokens: torch.Tensor | None = None,
                kl: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    "Mean loss and metrics of the items `idx` given their policy log-probs (flat, item order)."
-    if cfg.loss == "sft":
-        losses, *_ = sft_loss(logps, n_tokens.to(logps))
+    "Mean loss and metrics of the items `idx` given their policy log-probs (flat, item order), by the loss table's row."
+    row = LOSSES[cfg.loss]
+    kw = {s: getattr(cfg, s) for s in row.settings}
+    if row.kind == "sft":
+        losses, *_ = row.fn(logps, n_tokens.to(logps), **kw)
         return losses.mean(), {"logps/chosen": logps.detach().mean().item()}
     ref = reference[idx].reshape(-1).to(logps)
     if items.paired: pc, pr, rc, rr = logps[0::2], logps[1::2], ref[0::2], ref[1::2]
     else:
         lab = torch.tensor([items.labels[i] for i in idx], device=logps.device)
         pc, pr, rc, rr = logps[lab], logps[~lab], ref[lab], ref[~lab]
-    common, extra = (pc, pr, rc, rr), {}
-    if cfg.loss in ("rpo", "rpo_unpaired"):
+    extra = {}
+    if "embeddings" in row.needs:
         weights = None
         if embeddings is not None:
             e = embeddings[idx].to(logps.device)
             weights = distance_weights(e, e, cfg.tau) if items.paired else distance_weights(e[lab], e[~lab], cfg.tau)
-        out = rpo_loss(*common, weights=weights, beta=cfg.beta, weight_on=cfg.weight_on)
+        kw["weights"] = weights
         if items.paired:   # the own pair's effective β: what a larger (or global) contrast set dilutes
             extra["contrast/own_pair_beta"] = cfg.beta * (torch.diagonal(weights).mean().item() if weights is not None else 1.0)
-    elif cfg.loss == "rpo_diagonal": out = rpo_diagonal_loss(*common, beta=cfg.beta, diagonal_weight=cfg.diagonal_weight)
-    elif cfg.loss == "dpo": out = dpo_loss(*common, beta=cfg.beta)
-    elif cfg.loss == "ipo": out = ipo_loss(*common, beta=cfg.beta)
-    elif cfg.loss == "cdpo": out = cdpo_loss(*common, beta=cfg.beta, label_smoothing=cfg.label_smoothing)
-    else: out = kto_loss(*common, beta=cfg.beta, desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight, kl=kl)
-    losses, cr, rj = out
+    if "kl" in row.needs: kw["kl"] = kl
+    losses, cr, rj = row.fn(pc, pr, rc, rr, **kw)
     return losses.mean(), {**preference_metrics(cr, rj, pc, pr, paired=items.paired), **extra}
 
 def micro_batches(items: Items, idx: list[int], size: int, pad_id: int, share_prompt: bool = True,
@@ -622,18 +619,14 @@ def load_checkpoint(path: Path, policy, optimizer, scheduler, accelerator) -> di
     return json.loads((path / "state.json").read_text())
 
 # %% ../nbs/04_train.ipynb #ea5ef6e7
-BATCH_LOSSES = ("rpo", "rpo_diagonal", "rpo_unpaired", "kto")   # losses whose value depends on the batch's composition
-
 def _epoch_batches(cfg: RunConfig, items: Items, global_batch: int, epoch: int) -> list[list[int]]:
     "The epoch's global contrast batches (full ones only): a pure function of seed and epoch."
     seed = cfg.seed * 1000 + epoch
     if items.labels is not None:
         batches, _ = balanced_batches(items.labels, global_batch, seed)
-    elif cfg.group_by_length and cfg.loss not in BATCH_LOSSES:
+    elif cfg.group_by_length and not LOSSES[cfg.loss].batch_level:
         batches = length_grouped_batches(items.lengths, global_batch, seed)
-    else:
-        idx = list(range(len(items))); random.Random(seed).shuffle(idx)
-        batches = [idx[k:k + global_batch] for k in range(0, len(idx), global_batch)]
+    else: batches = random_batches(len(items), global_batch, seed)
     return [b for b in batches if len(b) == global_batch]
 
 def heldout_metrics(model, items: Items, reference: torch.Tensor, cfg: RunConfig, pad_id: int, accelerator=None,
@@ -775,12 +768,14 @@ def _fsdp_settings(cfg: RunConfig, accelerator):
         # accelerate's default casts the root module's output to bf16 too: summed log-probs would keep 2-3 digits
         plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=dt, reduce_dtype=torch.float32, output_dtype=None)
 
+
+# %% ../nbs/04_train.ipynb #44b4eb3c
 def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
                   adapter: str | Path | None = None) -> Stage:
     "Items, prompt embeddings, the policy and its optimiser, prepared by accelerate, and the reference log-probs."
     from accelerate.utils import set_seed
     scfg, lr, epochs, step_cap = _stage_settings(cfg, stage)
-    kind, world = LOSSES[scfg.loss], accelerator.num_processes
+    kind, world = LOSSES[scfg.loss].kind, accelerator.num_processes
     local_batch, global_batch = contrast_layout(cfg, world)
     train_items = make_items(data["train"], kind)
     test_items = make_items(data["test"], "paired" if "chosen_input_ids" in data["test"].column_names else "unpaired")
@@ -795,14 +790,14 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
         _deepspeed_settings(cfg, accelerator, accum * -(-local_batch // cfg.micro_batch_size))
     if fsdp: _fsdp_settings(cfg, accelerator)
     emb = None
-    if scfg.loss in ("rpo", "rpo_unpaired") and cfg.use_embeddings:   # before the model loads; the embedder is freed after
+    if "embeddings" in LOSSES[scfg.loss].needs and cfg.use_embeddings:   # before the model loads; the embedder is freed after
         with accelerator.main_process_first(), _whole_models():
             emb = embed_prompts(train_items.prompts, cfg.embedder, cache_dir=Path(cfg.cache_dir) / "embeddings" if cfg.cache_dir else None)
         release_embedders()
     set_seed(cfg.seed)
-    base = load_model(cfg.model, cfg.quantization, cfg.dtype, str(accelerator.device), cfg.attn_implementation)
-    policy = SequenceLogProbs(add_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules,
-                                       cfg.gradient_checkpointing, adapter=adapter))
+    policy = build_policy(cfg.model, cfg.quantization, cfg.dtype, str(accelerator.device), cfg.attn_implementation,
+                          r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
+                          gradient_checkpointing=cfg.gradient_checkpointing, adapter=adapter)
     optimizer = make_optimizer(scfg, [p for p in policy.parameters() if p.requires_grad], lr, str(accelerator.device), sharded=fsdp)
     scheduler = make_scheduler(scfg, optimizer, total)
     policy, optimizer = accelerator.prepare(policy, optimizer)
@@ -816,7 +811,7 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
                  scheduler, local_batch, global_batch, per_epoch, pad_id, adapter, train_items.n_tokens() if kind == "sft" else None,
                  frozen, layers)
 
-# %% ../nbs/04_train.ipynb #556cdd01
+# %% ../nbs/04_train.ipynb #2fa943eb
 def resume_stage(st: Stage, resume: bool = True) -> int:
     "Restore the newest checkpoint of the stage when resuming: the step to continue from (0: a fresh start)."
     from accelerate.utils import set_seed
@@ -831,6 +826,18 @@ def resume_stage(st: Stage, resume: bool = True) -> int:
     if st.accelerator.is_main_process: print(f"{st.name}: resuming from step {start} of {st.total} ({latest})")
     return start
 
+def evaluate_before(st: Stage, start: int, log) -> dict:
+    "Held-out metrics before training, kept in eval_before.json so that a resumed stage reports the same start."
+    saved, acc = st.out / "eval_before.json", st.accelerator
+    if start and saved.exists(): return json.loads(saved.read_text())
+    # a real policy pass, not the reference reused: at step 0 (LoRA B = 0) every log-ratio must come out exactly 0
+    m0, spread0 = heldout_metrics(st.policy, st.test_items, st.test_reference, st.cfg, st.pad_id, acc)
+    before = {"metrics": m0, "spread": spread0.tolist()}
+    if acc.is_main_process: st.out.mkdir(parents=True, exist_ok=True); saved.write_text(json.dumps(before))
+    log({"step": 0, **m0})
+    return before
+
+# %% ../nbs/04_train.ipynb #e68f0d2d
 def stage_batch(st: Stage, c: int) -> list[int]:
     "The c-th global contrast batch of the run (epochs follow one another, each in its own order)."
     epoch = c // st.per_epoch_batches
@@ -840,7 +847,7 @@ def stage_batch(st: Stage, c: int) -> list[int]:
 def train_step(st: Stage, step: int) -> dict:
     "One optimizer step: `gradient_accumulation_steps` contrast batches, clipping, the update; its metrics."
     cfg, acc, accum = st.cfg, st.accelerator, st.cfg.gradient_accumulation_steps
-    rank, kind = acc.process_index, LOSSES[cfg.loss]
+    rank, kind = acc.process_index, LOSSES[cfg.loss].kind
     t0, records, tokens = time.perf_counter(), [], 0
     st.policy.train()   # set here, not left to whatever ran last: checkpointing and dropout act only in training mode
     n_micro = -(-st.local_batch // cfg.micro_batch_size)
@@ -851,7 +858,7 @@ def train_step(st: Stage, step: int) -> dict:
         local = idx[rank * st.local_batch:(rank + 1) * st.local_batch]
         loss_idx = idx if cfg.global_contrast else local
         mbs, pos = micro_batches(st.train_items, local, cfg.micro_batch_size, st.pad_id, cfg.share_prompt, acc.device)
-        z = kto_reference_point(st.policy, st.train_items, idx, cfg, st.pad_id, acc) if cfg.loss == "kto" else None
+        z = kto_reference_point(st.policy, st.train_items, idx, cfg, st.pad_id, acc) if "kl" in LOSSES[cfg.loss].needs else None
         n_tok = st.n_tokens[loss_idx] if kind == "sft" else None
         fn = lambda lp, li=loss_idx, z=z, n=n_tok: batch_loss(cfg, lp, li, st.train_items, st.reference, st.embeddings, n, z)
         records.append(contrast_step(st.policy, mbs, pos, fn, acc, cfg.global_contrast, scale, sync=a == accum - 1))
@@ -876,7 +883,7 @@ def train_step(st: Stage, step: int) -> dict:
         warnings.warn(f"step {step + 1}: {why}; step skipped")
     return rec
 
-# %% ../nbs/04_train.ipynb #40caaf4f
+# %% ../nbs/04_train.ipynb #c8c4c9c6
 def summarise_stage(st: Stage, before: dict, after: tuple[dict, torch.Tensor], steps_log: list[dict]) -> dict:
     "The stage's record (done.json): held-out metrics before and after, speed, memory, the reference, the settings as resolved."
     m1, spread1 = after
@@ -896,51 +903,56 @@ def summarise_stage(st: Stage, before: dict, after: tuple[dict, torch.Tensor], s
                          "fsdp_decoder_layers": st.sharded_layers},
             "resolved": resolved_settings(st.cfg, str(acc.device), acc.mixed_precision, _backend(acc))}
 
+def finish_stage(st: Stage, before: dict, steps_log: list[dict], log) -> dict:
+    "Held-out metrics after training, the stage's record in done.json, and its adapter saved."
+    acc = st.accelerator
+    after = heldout_metrics(st.policy, st.test_items, st.test_reference, st.cfg, st.pad_id, acc)
+    log({"step": st.total, **after[0]}); log.close()
+    summary = summarise_stage(st, before, after, steps_log)
+    save_adapter(st.policy, st.out / "adapter", acc)
+    if acc.is_main_process: (st.out / "done.json").write_text(json.dumps(summary))
+    acc.wait_for_everyone()
+    return summary
+
+# %% ../nbs/04_train.ipynb #29c03c7d
+def _predicted_record(predicted: dict, loaded: dict) -> dict:
+    "Step 0's memory line: the estimate's peak per phase beside what loading and the reference pass measured."
+    return {"step": 0, **{f"memory/predicted_{ph.replace(' ', '_')}_mb": p["peak"] / 2**20 for ph, p in predicted["phases"].items()},
+            "memory/predicted_needed_mb": predicted["needed"] / 2**20,
+            **{f"memory/loading_and_reference_{k.split('/')[1]}": v for k, v in loaded.items()}}
+
+def _bar_postfix(rec: dict) -> dict:
+    "What the progress bar shows of a step."
+    mem = rec.get("memory/allocated_mb", rec.get("memory/rss_mb", 0))
+    return dict(loss=f"{rec['loss']:.4f}", margin=f"{rec.get('rewards/margins', 0):.3f}", acc=f"{rec.get('rewards/accuracies', 0):.2f}",
+                step=f"{rec['step_time']:.2f}s", tok_s=f"{rec['tokens_per_s']:.0f}", mem=f"{mem / 1024:.1f}G")
+
 def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
-                adapter: str | Path | None = None, resume: bool = False) -> dict:
+                adapter: str | Path | None = None, resume: bool = False, predicted: dict | None = None) -> dict:
     "Train one stage ('sft' or 'pref') into out/adapter; returns the held-out metrics before and after."
-    done, main = out / "done.json", accelerator.is_main_process
-    if resume and done.exists(): return json.loads(done.read_text())   # finished: nothing to redo
-    scfg, _, epochs, cap = _stage_settings(cfg, stage)   # the stage's loss and length, which the estimate runs
-    predicted = predict_stage_memory(dataclasses.replace(scfg, num_epochs=epochs, max_steps=cap), data, accelerator)
+    # predicted: the stage's memory estimate (`predict_stage_memory`, made before this loads anything), logged at step 0
+    if resume and (out / "done.json").exists(): return json.loads((out / "done.json").read_text())   # finished: nothing to redo
     memory_metrics(accelerator.device)   # peaks count from here: loading and the reference pass
     st = prepare_stage(cfg, accelerator, tokenizer, data, out, stage, adapter)
     loaded = memory_metrics(accelerator.device)
     start = resume_stage(st, resume)
-    log = MetricsLog(out / "metrics.jsonl", cfg, main, keep_until=start if start else None)
-    if predicted is not None and not start:   # the prediction beside what was measured (and each step's own peak after it)
-        log({"step": 0, **{f"memory/predicted_{ph.replace(' ', '_')}_mb": p["peak"] / 2**20 for ph, p in predicted["phases"].items()},
-             "memory/predicted_needed_mb": predicted["needed"] / 2**20,
-             **{f"memory/loading_and_reference_{k.split('/')[1]}": v for k, v in loaded.items()}})
-    before = json.loads((out / "eval_before.json").read_text()) if start and (out / "eval_before.json").exists() else None
-    if before is None:
-        # a real policy pass, not the reference reused: at step 0 (LoRA B = 0) every log-ratio must come out exactly 0
-        m0, spread0 = heldout_metrics(st.policy, st.test_items, st.test_reference, st.cfg, st.pad_id, accelerator)
-        before = {"metrics": m0, "spread": spread0.tolist()}
-        if main: out.mkdir(parents=True, exist_ok=True); (out / "eval_before.json").write_text(json.dumps(before))
-        log({"step": 0, **m0})
-    bar = tqdm(total=st.total, initial=start, desc=f"{stage} ({st.cfg.loss})", disable=not (cfg.progress and main), dynamic_ncols=True)
+    log = MetricsLog(out / "metrics.jsonl", cfg, accelerator.is_main_process, keep_until=start if start else None)
+    if predicted is not None and not start: log(_predicted_record(predicted, loaded))
+    before = evaluate_before(st, start, log)
+    bar = tqdm(total=st.total, initial=start, desc=f"{stage} ({st.cfg.loss})", disable=not (cfg.progress and accelerator.is_main_process),
+               dynamic_ncols=True)
     memory_metrics(accelerator.device)   # peaks count from here
     steps_log = []
     for step in range(start, st.total):
         with memory_phase("training step", st.policy): rec = train_step(st, step)
-        log(rec); steps_log.append(rec)
-        mem = rec.get("memory/allocated_mb", rec.get("memory/rss_mb", 0))
-        bar.update(1); bar.set_postfix(loss=f"{rec['loss']:.4f}", margin=f"{rec.get('rewards/margins', 0):.3f}",
-                                       acc=f"{rec.get('rewards/accuracies', 0):.2f}", step=f"{rec['step_time']:.2f}s",
-                                       tok_s=f"{rec['tokens_per_s']:.0f}", mem=f"{mem / 1024:.1f}G")
+        log(rec); steps_log.append(rec); bar.update(1); bar.set_postfix(_bar_postfix(rec))
         if cfg.eval_steps and (step + 1) % cfg.eval_steps == 0 and step + 1 < st.total:
             log({"step": step + 1, **heldout_metrics(st.policy, st.test_items, st.test_reference, st.cfg, st.pad_id, accelerator)[0]})
         if (step + 1) % cfg.save_steps == 0 or step + 1 == st.total:
             save_checkpoint(out / "checkpoints", step + 1, st.policy, st.optimizer, st.scheduler, accelerator,
                             cfg.save_total_limit, {"stage": stage, "loss": st.cfg.loss})
     bar.close()
-    after = heldout_metrics(st.policy, st.test_items, st.test_reference, st.cfg, st.pad_id, accelerator)
-    log({"step": st.total, **after[0]}); log.close()
-    summary = summarise_stage(st, before, after, steps_log)
-    save_adapter(st.policy, out / "adapter", accelerator)
-    if main: done.write_text(json.dumps(summary))
-    accelerator.wait_for_everyone()
+    summary = finish_stage(st, before, steps_log, log)
     # the accelerator keeps every prepared model and optimiser: drop them, or stage 'both' holds two models
     accelerator.free_memory()
     del st
@@ -1001,7 +1013,7 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
     if device.startswith("cuda") and cfg.dtype == "auto" and not torch.cuda.is_available():
         quantization, dt = resolve_precision(cfg.quantization, "bfloat16", device)   # a GPU not at hand: fp16 is as large
     else: quantization, dt = resolve_precision(cfg.quantization, cfg.dtype, device)
-    mp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dt, "no") if device.startswith("cuda") else "no"
+    mp = autocast_precision(dt, device)
     config = model_config(cfg.model)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     with torch.random.fork_rng(devices=[]):   # peft draws LoRA's initial values: the caller's random stream stays as it was
@@ -1009,7 +1021,7 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
                              dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
                              gradient_checkpointing=cfg.gradient_checkpointing)
     counter = TensorMemory(config.get_text_config().vocab_size, fake=True)
-    kind, (local, _) = LOSSES[cfg.loss], contrast_layout(cfg, processes)
+    kind, (local, _) = LOSSES[cfg.loss].kind, contrast_layout(cfg, processes)
     if data is None:   # the longest batches the settings allow
         train = _longest_items(cfg, max(local, cfg.eval_batch_size), kind)
         test, steps = _longest_items(cfg, cfg.eval_batch_size, "paired" if kind != "unpaired" else kind), [list(range(local))]
@@ -1025,7 +1037,7 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
     trainable = [p for p in policy.parameters() if p.requires_grad]
     with mode:   # the loss's tables: a run keeps them in CPU memory, so they are made fake but not counted
         reference = torch.zeros(len(train), 2 if train.paired else 1)
-        embeddings = torch.zeros(len(train), 384) if cfg.loss in ("rpo", "rpo_unpaired") and cfg.use_embeddings else None
+        embeddings = torch.zeros(len(train), 384) if "embeddings" in LOSSES[cfg.loss].needs and cfg.use_embeddings else None
     with mode, counter:
         counter.classify(policy)
         if "reference pass" in phases:   # the training items' (but SFT's) and the held-out items' reference log-probs
@@ -1039,7 +1051,7 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
             idx = sorted(idx, key=lambda i: -train.lengths[i])[:2 * cfg.micro_batch_size]
             with memory_phase("training step"):
                 policy.train()
-                z = kto_reference_point(policy, train, idx, cfg, 0) if cfg.loss == "kto" else None
+                z = kto_reference_point(policy, train, idx, cfg, 0) if "kl" in LOSSES[cfg.loss].needs else None
                 with autocast_context(mp, "cpu"):
                     mbs, pos = micro_batches(train, idx, cfg.micro_batch_size, 0, cfg.share_prompt)
                     # unpaired losses split a batch by a boolean mask, which fake tensors cannot size; their loss over
@@ -1144,14 +1156,15 @@ def estimate_summary(cfg: RunConfig, gpu_memory: float | None = None, device: st
     return "\n".join(lines)
 
 # %% ../nbs/04_train.ipynb #916c74b6
-def predict_stage_memory(cfg: RunConfig, data: dict, accelerator) -> dict | None:
+def predict_stage_memory(cfg: RunConfig, data: dict, accelerator, stage: str = "pref") -> dict | None:
     "On a GPU, before a stage loads anything: its estimate on its own data, in one printed line (a warning if it will not fit)."
     from accelerate.utils import DistributedType
     device = str(accelerator.device)
     sharded = accelerator.distributed_type == DistributedType.FSDP or (
         _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3)
     if not device.startswith("cuda") or sharded: return None   # sharded weights: the one-GPU estimate would overstate them
-    try: est = estimate_memory(cfg, device, data, accelerator.num_processes)
+    scfg, _, epochs, cap = _stage_settings(cfg, stage)   # the stage's loss and length
+    try: est = estimate_memory(dataclasses.replace(scfg, num_epochs=epochs, max_steps=cap), device, data, accelerator.num_processes)
     except Exception as e:   # advisory: a model or setting the estimate cannot model (int8, custom code) must not stop the run
         if accelerator.is_main_process: warnings.warn(f"memory estimate skipped ({type(e).__name__}: {e})", stacklevel=2)
         return None
@@ -1163,12 +1176,6 @@ def predict_stage_memory(cfg: RunConfig, data: dict, accelerator) -> dict | None
     return est
 
 # %% ../nbs/04_train.ipynb #0c6f8cfa
-def autocast_precision(dtype: str = "auto") -> str:
-    "The autocast a run with compute dtype `dtype` computes under here: 'bf16' or 'fp16' on a GPU for those dtypes, else 'no'."
-    if not torch.cuda.is_available(): return "no"
-    dt = compute_dtype("cuda") if dtype == "auto" else getattr(torch, dtype)
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dt, "no")
-
 def write_plots(out: Path, summary: dict):
     "End-of-run figures: training curves and held-out margins before/after, as PNG files in `out`."
     import matplotlib
@@ -1301,11 +1308,15 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
         if state == "finished": print(f"{out}: this run has finished; nothing to train (--overwrite to train anew)")
     accelerator.wait_for_everyone()
     results = {}
+    # each stage's memory estimate on a GPU, before it loads anything (none for a stage already done)
+    predict = lambda stage, folder: (None if resume and (folder / "done.json").exists() else
+                                     predict_stage_memory(cfg, data, accelerator, stage))
     if cfg.stage in ("sft", "both"):
-        results["sft"] = train_stage(cfg, accelerator, tokenizer, data, out / "sft" if cfg.stage == "both" else out, "sft", None, resume)
+        folder = out / "sft" if cfg.stage == "both" else out
+        results["sft"] = train_stage(cfg, accelerator, tokenizer, data, folder, "sft", None, resume, predict("sft", folder))
     if cfg.stage in ("pref", "both"):
         adapter = out / "sft" / "adapter" if cfg.stage == "both" else cfg.sft_adapter
-        results["pref"] = train_stage(cfg, accelerator, tokenizer, data, out, "pref", adapter, resume)
+        results["pref"] = train_stage(cfg, accelerator, tokenizer, data, out, "pref", adapter, resume, predict("pref", out))
     final = results.get("pref") or results["sft"]
     if accelerator.is_main_process:
         (out / "eval.json").write_text(json.dumps({k: {kk: v[kk] for kk in ("stage", "loss", "steps", "before", "after",

@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 from rpo_nb.data import TINY_MODEL, load_tokenizer, pad_token_id
 from rpo_nb.embeddings import embed_prompts
-from rpo_nb.model import SequenceLogProbs, add_lora, load_model
+from rpo_nb.model import build_policy
 from rpo_nb.train import batch_loss, contrast_step, kto_reference_point, load_config, make_items, micro_batches, run_data
 
 p = argparse.ArgumentParser()
@@ -26,8 +26,7 @@ warnings.simplefilter("ignore")
 acc = Accelerator(cpu=True)
 tok = load_tokenizer(TINY_MODEL)
 torch.manual_seed(0)
-policy = SequenceLogProbs(add_lora(load_model(TINY_MODEL, "none", torch.float64, "cpu"), r=8, alpha=16, dropout=0.0,
-                                   gradient_checkpointing=False))
+policy = build_policy(TINY_MODEL, "none", torch.float64, "cpu", r=8, alpha=16, dropout=0.0, gradient_checkpointing=False)
 with torch.no_grad():
     for n, w in policy.named_parameters():
         if "lora_B" in n: w.normal_(0, 0.05)

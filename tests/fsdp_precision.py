@@ -11,7 +11,7 @@ PartialState(cpu=True)._shared_state["distributed_type"] = DistributedType.MULTI
 warnings.simplefilter("ignore")
 from accelerate import Accelerator
 from rpo_nb.data import TINY_MODEL, load_tokenizer, pad_token_id
-from rpo_nb.model import SequenceLogProbs, add_lora, load_model
+from rpo_nb.model import build_policy
 from rpo_nb.train import _fsdp_settings, load_config, make_items, micro_batches, run_data
 
 acc = Accelerator(cpu=True, mixed_precision="bf16")
@@ -19,7 +19,7 @@ cfg = load_config("tiny", max_train_items=8, max_test_items=4)
 tok = load_tokenizer(TINY_MODEL)
 items = make_items(run_data(cfg, tok)["train"], "paired")
 batch = micro_batches(items, [0, 1], 2, pad_token_id(tok))[0][0]
-policy = SequenceLogProbs(add_lora(load_model(TINY_MODEL, "none", "float32", "cpu"), dropout=0.0)).eval()
+policy = build_policy(TINY_MODEL, "none", "float32", "cpu", dropout=0.0).eval()
 with torch.no_grad(): plain = policy(**batch)[0]
 if "--default" not in sys.argv: _fsdp_settings(cfg, acc)
 opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad])

@@ -8,7 +8,7 @@ import rpo_nb.train as train
 
 log = open(os.environ["RPO_NB_MODE_LOG"], "a", buffering=1)
 state = {"in_step": False, "checkpointed": 0}
-real_add_lora, real_contrast_step = train.add_lora, train.contrast_step
+real_build_policy, real_contrast_step = train.build_policy, train.contrast_step
 
 
 def record(layer, args, kwargs):
@@ -17,9 +17,9 @@ def record(layer, args, kwargs):
                           "checkpointing": bool(layer.gradient_checkpointing and layer.training and torch.is_grad_enabled())}) + "\n")
 
 
-def add_lora(*args, **kwargs):
-    policy = real_add_lora(*args, **kwargs)
-    for layer in policy.get_base_model().model.layers:
+def build_policy(*args, **kwargs):
+    policy = real_build_policy(*args, **kwargs)
+    for layer in policy.language_model().model.layers:
         layer.register_forward_pre_hook(record, with_kwargs=True)
         if layer.gradient_checkpointing:   # count the checkpoint calls themselves, not only the condition
             func = layer._gradient_checkpointing_func
@@ -36,5 +36,5 @@ def contrast_step(*args, **kwargs):
     finally: state["in_step"] = False
 
 
-train.add_lora, train.contrast_step = add_lora, contrast_step
+train.build_policy, train.contrast_step = build_policy, contrast_step
 train.main(sys.argv[1:])
