@@ -18,10 +18,13 @@ from common import HERE, Timer, benchmark_pairs, current_memory_mb, markdown_tab
 
 def worker(a) -> dict:
     import torch
-    from rpo_nb.data import load_tokenizer, pad_token_id
+    from rpo_nb.sources import load_tokenizer
+    from rpo_nb.data import pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
     from rpo_nb.model import build_policy
-    from rpo_nb.train import batch_loss, contrast_step, load_config, make_items, micro_batches
+    from rpo_nb.config import load_config
+    from rpo_nb.scoring import make_items
+    from rpo_nb.step import batch_loss, contrast_step, micro_batches
     tok = load_tokenizer(a.model)
     rows = benchmark_pairs(tok, a.pairs, a.max_length)
     items, pid = make_items(rows, "paired"), pad_token_id(tok)

@@ -21,9 +21,11 @@ SHAPES = {"colab_t4_mistral7b": {}, "colab_t4_mistral7b, Llama-3-8B shape (128k 
 
 def cpu_checks(out: Path) -> dict:
     import torch
-    from rpo_nb.data import load_tokenizer
+    from rpo_nb.sources import load_tokenizer
     from rpo_nb.model import TensorMemory
-    from rpo_nb.train import estimate_memory, load_config, measure_phases, run, run_data
+    from rpo_nb.config import load_config, run_data
+    from rpo_nb.estimate import estimate_memory, measure_phases
+    from rpo_nb.cli import run
     rows, checks = [], []
     for name, over in (("tiny", {}), ("quickstart", {"max_steps": 2})):
         d = Path(tempfile.mkdtemp())
@@ -56,7 +58,8 @@ def cpu_checks(out: Path) -> dict:
 def gpu_check(out: Path) -> dict:
     import torch
     from vs_trl import CONFIGS, model_source
-    from rpo_nb.train import load_config, run
+    from rpo_nb.config import load_config
+    from rpo_nb.cli import run
     d = Path(tempfile.mkdtemp())
     cfg = load_config("colab_t4_mistral7b", model=model_source(CONFIGS["gpu"]), micro_batch_size=4, contrast_batch_size=4,
                       eval_batch_size=8, max_train_items=64, max_test_items=32, max_steps=4, warmup_steps=1,

@@ -51,7 +51,8 @@ def counter_class():
 
 def rpo_nb_step(loss: str, layers: int) -> dict:
     "rpo_nb's training step for `loss` at `layers` decoder layers: its own estimate (`measure_phases`), bytes by kind."
-    from rpo_nb.train import load_config, measure_phases
+    from rpo_nb.config import load_config
+    from rpo_nb.estimate import measure_phases
     cfg = load_config(model="random-7b", loss=loss, beta=0.1, micro_batch_size=BATCH, contrast_batch_size=BATCH,
                       quantization="nf4", dtype="bfloat16", gradient_checkpointing=True, lora_r=LORA["r"],
                       lora_alpha=LORA["lora_alpha"], lora_dropout=0.0, optimizer="adamw", max_length=MAX_LENGTH)
@@ -80,7 +81,7 @@ def trl_step(precompute: bool, layers: int) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
-    from rpo_nb.data import load_tokenizer
+    from rpo_nb.sources import load_tokenizer
     from rpo_nb.model import fake_base, memory_kind, memory_phase, model_config
     config = model_config("random-7b")
     base = fake_base(config, "nf4", torch.bfloat16, layers)   # rpo_nb's own: on meta, 4-bit layers as their packed storage

@@ -18,8 +18,9 @@ from common import HERE, Timer, peak_resident_mb, resident_mb, run_worker
 
 def merge_worker(a) -> dict:
     warnings.simplefilter("ignore")
-    from rpo_nb.data import load_tokenizer
-    from rpo_nb.train import load_config, merge_adapter
+    from rpo_nb.sources import load_tokenizer
+    from rpo_nb.config import load_config
+    from rpo_nb.cli import merge_adapter
     tmp = Path(os.environ["RPO_NB_BENCH_TMP"])
     tok = load_tokenizer(a.model)
     cfg = load_config(model=a.model)
@@ -53,7 +54,7 @@ def main():
     from rpo_nb.model import add_lora, load_model
     warnings.simplefilter("ignore")
     d = Path(tempfile.mkdtemp())
-    from rpo_nb.data import load_tokenizer
+    from rpo_nb.sources import load_tokenizer
     # the base as hub checkpoints ship it: bf16 safetensors (the offline SmolLM2 copy is stored in float32)
     load_model(a.model, quantization="none", dtype="bfloat16", device="cpu").save_pretrained(d / "base")
     load_tokenizer(a.model).save_pretrained(d / "base")

@@ -36,7 +36,7 @@ def model_source(cfg: dict) -> str:
     "The model folder: a name, or for 'random-7b' a random-initialised Llama-2-7B-shaped model written once."
     if cfg["model"] != "random-7b": return cfg["model"]
     import torch, transformers
-    from rpo_nb.data import cache_path, load_tokenizer
+    from rpo_nb.sources import cache_path, load_tokenizer
     dest = cache_path("models") / "random-llama-7b"
     if not (dest / "config.json").exists():
         tok = load_tokenizer("HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -61,7 +61,8 @@ def trl_worker(cfg: dict, precompute: bool) -> dict:
     from torch.utils.data import SequentialSampler
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
-    from rpo_nb.data import answer_text, format_prompt, load_tokenizer
+    from rpo_nb.sources import load_tokenizer
+    from rpo_nb.data import answer_text, format_prompt
     from rpo_nb.model import load_model
     src = model_source(cfg)
     tok = load_tokenizer(src)
@@ -110,10 +111,14 @@ def trl_worker(cfg: dict, precompute: bool) -> dict:
 def rpo_nb_worker(cfg: dict, loss: str) -> dict:
     import torch
     from accelerate import Accelerator
-    from rpo_nb.data import load_tokenizer, pad_token_id
+    from rpo_nb.sources import load_tokenizer
+    from rpo_nb.data import pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
     from rpo_nb.model import build_policy
-    from rpo_nb.train import batch_loss, contrast_step, load_config, make_items, make_optimizer, micro_batches, reference_logps
+    from rpo_nb.config import load_config
+    from rpo_nb.scoring import make_items, reference_logps
+    from rpo_nb.step import batch_loss, contrast_step, micro_batches
+    from rpo_nb.train import make_optimizer
     src = model_source(cfg)
     tok = load_tokenizer(src)
     rows = benchmark_pairs(tok, cfg["pairs"], cfg["max_length"])
@@ -155,10 +160,14 @@ def interleaved_worker(cfg: dict) -> dict:
     """rpo_nb's DPO and RPO steps on each batch back to back in one process (alternating which goes first), so that
     machine noise hits both alike: the per-batch ratio is RPO's own overhead."""
     import torch
-    from rpo_nb.data import load_tokenizer, pad_token_id
+    from rpo_nb.sources import load_tokenizer
+    from rpo_nb.data import pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
     from rpo_nb.model import build_policy
-    from rpo_nb.train import batch_loss, contrast_step, load_config, make_items, make_optimizer, micro_batches, reference_logps
+    from rpo_nb.config import load_config
+    from rpo_nb.scoring import make_items, reference_logps
+    from rpo_nb.step import batch_loss, contrast_step, micro_batches
+    from rpo_nb.train import make_optimizer
     src = model_source(cfg)
     tok = load_tokenizer(src)
     rows = benchmark_pairs(tok, cfg["pairs"], cfg["max_length"])

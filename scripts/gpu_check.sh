@@ -29,14 +29,14 @@ for nb in nbs/[0-9]*.ipynb; do   # each chapter alone, so that one failure does 
 done
 fsdp=(--config tiny --max_steps 4 --save_steps 2 --output_dir "$log/fsdp" --progress false --plots false)
 step fsdp_one_gpu "$PY" -m accelerate.commands.launch --config_file rpo_nb/configs/accelerate_fsdp.yaml --num_processes 1 \
-  -m rpo_nb.train "${fsdp[@]}"
+  -m rpo_nb.cli "${fsdp[@]}"
 step vs_trl_gpu "$PY" bench/vs_trl.py --config gpu
 step vs_trl_reference_gpu "$PY" bench/vs_trl.py --config reference
 step memory_estimate_gpu "$PY" bench/memory_estimate.py --gpu
 # the T4 recipe, fp16, on the random 7B that the gpu benchmark wrote (same cache)
 model=$("$PY" -c 'import sys; sys.path.insert(0, "bench"); from vs_trl import CONFIGS, model_source; print(model_source(CONFIGS["gpu"]))')
 run=$log/t4
-step t4_recipe_fp16 "$PY" -m rpo_nb.train --config colab_t4_mistral7b --model "$model" --dtype float16 --data_path null \
+step t4_recipe_fp16 "$PY" -m rpo_nb.cli --config colab_t4_mistral7b --model "$model" --dtype float16 --data_path null \
   --data_dir null --max_train_items 96 --max_test_items 16 --max_steps 6 --warmup_steps 2 --eval_steps null --save_steps 6 \
   --output_dir "$run" --progress false --plots false
 "$PY" - "$run" "$results/gpu_check.json" "$(( $(date +%s) - t0 ))" "{$(IFS=,; echo "${status[*]}")}" <<'PYEOF'

@@ -35,7 +35,8 @@ SCALES = {
 
 def write_pools(folder: Path, seed: int = 0) -> dict:
     "Held-out pairs (the usual 10% split by prompt), and the rest divided by prompt into a methods pool and a judge pool."
-    from rpo_nb.data import load_hh, sample_path, split_by_prompt
+    from rpo_nb.sources import sample_path
+    from rpo_nb.data import load_hh, split_by_prompt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hh = load_hh(sample_path("hh"))
@@ -67,9 +68,11 @@ def main():
     scale_name = "reduced" if a.reduced else "full"
     S = SCALES[scale_name]
     warnings.simplefilter("ignore")
-    from rpo_nb.data import answer_text, load_tokenizer, prompt_text
+    from rpo_nb.sources import load_tokenizer
+    from rpo_nb.data import answer_text, prompt_text
     from rpo_nb.eval import ImplicitRewardJudge, load_trained, run_report, sample_answers, wilson_interval, win_rate
-    from rpo_nb.train import load_config, run, run_data
+    from rpo_nb.config import load_config, run_data
+    from rpo_nb.cli import run
     t_start = time.time()
     work = Path(a.work) if a.work else Path(__import__("tempfile").mkdtemp(prefix="rpo_study_"))
     work.mkdir(parents=True, exist_ok=True)

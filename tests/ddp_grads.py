@@ -8,10 +8,13 @@ separately, which is what two per-device processes should average to.
 import argparse, warnings
 import torch
 from accelerate import Accelerator
-from rpo_nb.data import TINY_MODEL, load_tokenizer, pad_token_id
+from rpo_nb.sources import TINY_MODEL, load_tokenizer
+from rpo_nb.data import pad_token_id
 from rpo_nb.embeddings import embed_prompts
 from rpo_nb.model import build_policy
-from rpo_nb.train import batch_loss, contrast_step, kto_reference_point, load_config, make_items, micro_batches, run_data
+from rpo_nb.config import load_config, run_data
+from rpo_nb.scoring import make_items
+from rpo_nb.step import batch_loss, contrast_step, kto_reference_point, micro_batches
 
 p = argparse.ArgumentParser()
 p.add_argument("--out", required=True)

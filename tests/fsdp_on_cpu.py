@@ -9,6 +9,6 @@ from accelerate.utils import DistributedType
 
 PartialState(cpu=True)._shared_state["distributed_type"] = DistributedType.MULTI_GPU
 
-from rpo_nb.train import main
+from rpo_nb.cli import main
 
 main(sys.argv[1:])

@@ -1,6 +1,7 @@
 """`rpo_train` whose loss is NaN on the last process only, at its second contrast batch (for the no-hang test)."""
 import sys
 
+import rpo_nb.cli as cli
 import rpo_nb.train as T
 
 real, calls = T.batch_loss, []
@@ -16,4 +17,4 @@ def nan_on_last_rank(*a, **k):
 
 
 T.batch_loss = nan_on_last_rank
-T.main(sys.argv[1:])
+cli.main(sys.argv[1:])

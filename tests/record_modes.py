@@ -4,6 +4,7 @@ run keeps what it logged). Run by tests/test_resume.py."""
 import json, os, sys
 
 import torch
+import rpo_nb.cli as cli
 import rpo_nb.train as train
 
 log = open(os.environ["RPO_NB_MODE_LOG"], "a", buffering=1)
@@ -37,4 +38,4 @@ def contrast_step(*args, **kwargs):
 
 
 train.build_policy, train.contrast_step = build_policy, contrast_step
-train.main(sys.argv[1:])
+cli.main(sys.argv[1:])

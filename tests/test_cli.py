@@ -9,7 +9,7 @@ FAST = ["--max_steps", "3", "--save_steps", "2", "--progress", "false", "--plots
 
 
 def rpo_train(*args, cwd=None, env=None, code=None):
-    cmd = [sys.executable, "-c", code or "from rpo_nb.train import main; main()", *args]
+    cmd = [sys.executable, "-c", code or "from rpo_nb.cli import main; main()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd,
                           env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})))
 
@@ -33,7 +33,7 @@ def finished(tmp_path_factory):
 
 
 def test_shipped_config_by_name_from_any_folder(finished, tmp_path):
-    code = "from rpo_nb.train import load_config; print(load_config('tiny').model)"
+    code = "from rpo_nb.config import load_config; print(load_config('tiny').model)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.stdout.strip() == "rpo-nb/tiny-random-llama", r.stderr[-2000:]
 
@@ -96,7 +96,7 @@ def test_skipped_rows_are_in_the_run_folder(finished):
 
 def test_offline_without_the_smollm2_copy_says_how_to_get_it(tmp_path):
     code = ("import rpo_nb.data as d; d._smollm2_gguf = lambda: None\n"
-            "from rpo_nb.train import main; main()")
+            "from rpo_nb.cli import main; main()")
     t = time.time()
     r = rpo_train("--config", "quickstart", "--output_dir", str(tmp_path / "q"), code=code,
                   env={"HF_HOME": str(tmp_path / "hf"), "RPO_NB_CACHE": str(tmp_path / "cache")})
@@ -127,7 +127,7 @@ def test_the_wheel_ships_the_configs(tmp_path):
 
 def test_merge_that_cannot_fit_in_ram_is_refused_before_training(tmp_path):
     """--merge on a machine without the RAM for the bf16 model: one line at the start, nothing trained or written."""
-    code = ("import rpo_nb.train as t; t.available_ram = lambda: 100_000; t.main()")   # a machine with 100 kB free
+    code = ("import rpo_nb.cli as t; t.available_ram = lambda: 100_000; t.main()")   # a machine with 100 kB free
     out = tmp_path / "run"
     r = rpo_train("--config", "tiny", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--merge", *FAST, code=code)
     last = one_clear_line(r, "--merge needs about", "GB of free RAM", "--resume --merge")

@@ -49,7 +49,7 @@ def test_per_device_contrast_matches_the_mean_of_the_halves(runs):
 
 def test_rpo_train_under_accelerate_launch_with_two_processes(tmp_path):
     root = HERE.parent
-    cmd = LAUNCH + ["-m", "rpo_nb.train", "--config", str(root / "configs" / "tiny.yaml"), "--output_dir", str(tmp_path / "run"),
+    cmd = LAUNCH + ["-m", "rpo_nb.cli", "--config", str(root / "configs" / "tiny.yaml"), "--output_dir", str(tmp_path / "run"),
                     "--cache_dir", str(tmp_path / "cache"), "--max_steps", "4", "--save_steps", "2", "--micro_batch_size", "2",
                     "--contrast_batch_size", "4", "--progress", "false", "--plots", "false"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

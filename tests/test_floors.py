@@ -38,7 +38,7 @@ def test_the_declared_floors_train_the_tiny_config(tmp_path):
         name, v = pin.split("==")
         assert Version(installed[name]) == Version(v), (pin, installed[name])
     out = tmp_path / "run"
-    r = subprocess.run([py, "-m", "rpo_nb.train", "--config", "tiny", "--output_dir", str(out), "--max_steps", "4",
+    r = subprocess.run([py, "-m", "rpo_nb.cli", "--config", "tiny", "--output_dir", str(out), "--max_steps", "4",
                         "--progress", "false"], capture_output=True, text=True, timeout=900, cwd=tmp_path,
                        env=dict(os.environ, HF_HUB_OFFLINE="1", RPO_NB_CACHE=str(tmp_path / "cache"), MPLBACKEND="Agg"))
     assert r.returncode == 0, r.stderr[-3000:]

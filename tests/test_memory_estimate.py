@@ -6,9 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rpo_nb.data import load_tokenizer
+from rpo_nb.sources import load_tokenizer
 from rpo_nb.model import TensorMemory
-from rpo_nb.train import PHASES, estimate_memory, load_config, measure_phases, run, run_data
+from rpo_nb.config import load_config, run_data
+from rpo_nb.estimate import PHASES, estimate_memory, measure_phases
+from rpo_nb.cli import run
 
 ROOT = Path(__file__).parents[1]
 
@@ -49,7 +51,7 @@ def test_estimate_command_loads_no_weights_and_writes_nothing(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HOME=str(home), HF_HOME=str(home / "hf"), RPO_NB_CACHE=str(home / "cache"),
                XDG_CACHE_HOME=str(home / "xdg"))
     # Mistral-7B is nowhere on this machine: an estimate that needed its weights could not run at all
-    r = subprocess.run([sys.executable, "-m", "rpo_nb.train", "--config", "colab_t4_mistral7b", "--estimate",
+    r = subprocess.run([sys.executable, "-m", "rpo_nb.cli", "--config", "colab_t4_mistral7b", "--estimate",
                         "--gpu_memory", "15.8GB"], capture_output=True, text=True, cwd=work, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "mistralai/Mistral-7B-Instruct-v0.2 (32 layers), nf4" in r.stdout and ": fits" in r.stdout, r.stdout
@@ -59,15 +61,17 @@ def test_estimate_command_loads_no_weights_and_writes_nothing(tmp_path):
 
 
 def test_estimate_command_names_the_sizes_that_fit(tmp_path):
-    from rpo_nb.train import _stage_settings, estimate_memory, load_config
+    from rpo_nb.config import load_config
+    from rpo_nb.train import _stage_settings
+    from rpo_nb.estimate import estimate_memory
     # a GPU 4 MB smaller than the run needs (of ~25 MB of tensors): it does not fit, and smaller settings do
     cfg = _stage_settings(load_config("tiny", max_length=256), "pref")[0]
     size = (estimate_memory(cfg, "cuda", gpu_memory=1e12)["needed"] - 4e6) / 1e9
-    r = subprocess.run([sys.executable, "-m", "rpo_nb.train", "--config", "tiny", "--max_length", "256", "--estimate",
+    r = subprocess.run([sys.executable, "-m", "rpo_nb.cli", "--config", "tiny", "--max_length", "256", "--estimate",
                         "--gpu_memory", f"{size:.4f}GB"], capture_output=True, text=True, cwd=tmp_path,
                        env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "does NOT fit" in r.stdout and "fits with (each alone): micro_batch_size" in r.stdout, r.stdout
-    test_bad = subprocess.run([sys.executable, "-m", "rpo_nb.train", "--config", "tiny", "--estimate", "--gpu_memory", "lots"],
+    test_bad = subprocess.run([sys.executable, "-m", "rpo_nb.cli", "--config", "tiny", "--estimate", "--gpu_memory", "lots"],
                               capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert test_bad.returncode != 0 and test_bad.stderr.strip().splitlines()[-1].startswith("rpo_train: memory size 'lots'")

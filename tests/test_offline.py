@@ -1,7 +1,8 @@
 """Hub names are real code paths: offline, each fails fast with an error that says what was tried."""
 import pytest
 
-from rpo_nb.data import load_hh, load_tldr, load_tokenizer, read_rows
+from rpo_nb.sources import load_tokenizer, read_rows
+from rpo_nb.data import load_hh, load_tldr
 from rpo_nb.embeddings import load_embedder, resolve_embedder
 
 

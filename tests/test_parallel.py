@@ -26,7 +26,7 @@ def cpu_config(name: str, tmp: Path) -> Path:
 
 def rpo_train(out: Path, cache: Path, *extra, launch: list[str] | None = None, fsdp: bool = False, timeout: int = 900):
     "`rpo_train` with the shared settings, in one process or under `accelerate launch` (FSDP through its CPU harness)."
-    script = [str(ROOT / "tests" / "fsdp_on_cpu.py")] if fsdp else ["-m", "rpo_nb.train"]
+    script = [str(ROOT / "tests" / "fsdp_on_cpu.py")] if fsdp else ["-m", "rpo_nb.cli"]
     cmd = ([sys.executable, "-m", "accelerate.commands.launch", *launch] if launch else [sys.executable]) + script
     r = subprocess.run(cmd + [*RUN, "--output_dir", str(out), "--cache_dir", str(cache), *extra], capture_output=True,
                        text=True, timeout=timeout, env=ENV)
@@ -115,7 +115,7 @@ def test_deepspeed_accumulates_and_steps_once_per_optimizer_step(one, tmp_path, 
 
 def test_deepspeed_zero3_refuses_4bit_weights_at_the_start(tmp_path):
     launch = ["--config_file", str(cpu_config("accelerate_deepspeed_zero3.yaml", tmp_path))]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "rpo_nb.train", *RUN, "--quantization", "nf4",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "rpo_nb.cli", *RUN, "--quantization", "nf4",
            "--dtype", "bfloat16", "--output_dir", str(tmp_path / "run"), "--cache_dir", str(tmp_path / "cache")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=ENV)
     assert r.returncode != 0 and "ZeRO-3 partitions the weights" in r.stderr, r.stderr[-3000:]

@@ -9,7 +9,9 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 import rpo_nb.train as T
-from rpo_nb.data import TINY_MODEL, load_tokenizer
+from rpo_nb.config import load_config, run_data
+from rpo_nb.scoring import make_items, reference_key
+from rpo_nb.sources import TINY_MODEL, load_tokenizer
 
 SMALL = dict(model=TINY_MODEL, max_length=128, max_prompt_length=96, max_train_items=64, max_test_items=16,
              micro_batch_size=8, learning_rate=3e-3, warmup_steps=1, progress=False, plots=False)
@@ -25,9 +27,9 @@ def fresh_accelerate_state():
 
 
 def setup(tmp_path, **kw):
-    cfg = T.load_config(**SMALL, cache_dir=str(tmp_path / "cache"), **kw)
+    cfg = load_config(**SMALL, cache_dir=str(tmp_path / "cache"), **kw)
     tok = load_tokenizer(cfg.model)
-    return cfg, tok, T.run_data(cfg, tok)
+    return cfg, tok, run_data(cfg, tok)
 
 
 def fp16_accelerator() -> Accelerator:
@@ -72,7 +74,7 @@ def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_p
     shutil.copy(out / "eval_before.json", resumed / "eval_before.json")
     (resumed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics(out)[:2]))
     acc = fp16_accelerator()
-    T.train_stage(T.load_config(**{**SMALL, "cache_dir": cfg.cache_dir}, max_steps=4, save_steps=2,
+    T.train_stage(load_config(**{**SMALL, "cache_dir": cfg.cache_dir}, max_steps=4, save_steps=2,
                                 output_dir=str(resumed)), acc, tok, data, resumed, "pref", resume=True)
     assert [r["loss_scale"] for r in metrics(resumed)[2:]] == [512.0, 512.0]
     a, b = load_file(out / "adapter" / "adapter_model.safetensors"), load_file(resumed / "adapter" / "adapter_model.safetensors")
@@ -91,14 +93,14 @@ def test_reference_and_policy_agree_exactly_at_init_under_bf16_autocast(tmp_path
 
 def test_a_changed_precision_misses_the_reference_cache(tmp_path):
     cfg, tok, data = setup(tmp_path)
-    items = T.make_items(data["train"], "paired")
+    items = make_items(data["train"], "paired")
     with mock.patch("torch.cuda.get_device_capability", return_value=(8, 0)):   # an A100, as 'auto' would see it
-        on_gpu = T.reference_key(cfg, items, None, "cuda", "bf16")
-    keys = {T.reference_key(cfg, items, None, "cpu", "no"), T.reference_key(cfg, items, None, "cpu", "bf16"), on_gpu,
-            T.reference_key(T.load_config(**SMALL, quantization="nf4"), items, None, "cpu", "no")}
+        on_gpu = reference_key(cfg, items, None, "cuda", "bf16")
+    keys = {reference_key(cfg, items, None, "cpu", "no"), reference_key(cfg, items, None, "cpu", "bf16"), on_gpu,
+            reference_key(load_config(**SMALL, quantization="nf4"), items, None, "cpu", "no")}
     assert len(keys) == 4
     # 'auto' is keyed by what it resolves to: on a CPU auto and none are the same computation
-    assert T.reference_key(T.load_config(**SMALL, quantization="none"), items, None, "cpu", "no") == \
-        T.reference_key(T.load_config(**SMALL, quantization="auto"), items, None, "cpu", "no")
+    assert reference_key(load_config(**SMALL, quantization="none"), items, None, "cpu", "no") == \
+        reference_key(load_config(**SMALL, quantization="auto"), items, None, "cpu", "no")
     with mock.patch("importlib.metadata.version", side_effect=lambda lib: "0.0.1"):
-        assert T.reference_key(cfg, items, None, "cpu", "no") not in keys   # other library versions: recomputed
+        assert reference_key(cfg, items, None, "cpu", "no") not in keys   # other library versions: recomputed
