@@ -95,7 +95,7 @@ def test_skipped_rows_are_in_the_run_folder(finished):
 
 
 def test_offline_without_the_smollm2_copy_says_how_to_get_it(tmp_path):
-    code = ("import rpo_nb.data as d; d._smollm2_gguf = lambda: None\n"
+    code = ("import rpo_nb.sources as s; s._smollm2_gguf = lambda: None\n"
             "from rpo_nb.cli import main; main()")
     t = time.time()
     r = rpo_train("--config", "quickstart", "--output_dir", str(tmp_path / "q"), code=code,
