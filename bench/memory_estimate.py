@@ -22,7 +22,7 @@ SHAPES = {"colab_t4_mistral7b": {}, "colab_t4_mistral7b, Llama-3-8B shape (128k 
 def cpu_checks(out: Path) -> dict:
     import torch
     from rpo_nb.sources import load_tokenizer
-    from rpo_nb.model import TensorMemory
+    from rpo_nb.memory import TensorMemory
     from rpo_nb.config import load_config, run_data
     from rpo_nb.estimate import estimate_memory, measure_phases
     from rpo_nb.cli import run

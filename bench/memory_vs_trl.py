@@ -35,7 +35,7 @@ KINDS = ("frozen weights", "LoRA weights", "LoRA gradients", "optimizer state", 
 def counter_class():
     "rpo_nb's counter, which also sizes a boolean-mask index on fake tensors (every element taken as true)."
     import torch
-    from rpo_nb.model import TensorMemory
+    from rpo_nb.memory import TensorMemory
 
     class Counter(TensorMemory):
         def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
@@ -82,7 +82,7 @@ def trl_step(precompute: bool, layers: int) -> dict:
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
     from rpo_nb.sources import load_tokenizer
-    from rpo_nb.model import fake_base, memory_kind, memory_phase, model_config
+    from rpo_nb.memory import fake_base, memory_kind, memory_phase, model_config
     config = model_config("random-7b")
     base = fake_base(config, "nf4", torch.bfloat16, layers)   # rpo_nb's own: on meta, 4-bit layers as their packed storage
     base.is_loaded_in_4bit = True           # what TRL reads to take its QLoRA path (LoRA weights in bf16)

@@ -4,26 +4,21 @@
 
 # %% ../nbs/04_model.ipynb #ee89d488
 from __future__ import annotations
-import collections, contextlib, copy, os, warnings, weakref
+import contextlib, os, warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import transformers
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from torch.utils.checkpoint import checkpoint
 from transformers.models.llama import LlamaConfig, LlamaForCausalLM
 
-from .sources import hub_offline, resolve_pretrained, TINY_MODEL
+from .sources import resolve_pretrained
 from .data import pack_sequences
 
 # %% auto #0
-__all__ = ['LOGITS_CHUNK_BYTES', 'MEMORY_KINDS', 'MODEL_SHAPES', 'default_device', 'compute_dtype', 'resolve_precision',
-           'autocast_precision', 'load_model', 'add_lora', 'unwrap', 'reference_mode', 'logits_chunk',
-           'SequenceLogProbs', 'naive_sequence_logps', 'build_policy', 'peak_growth_mb', 'logps_memory_probe',
-           'quant_state_tensors', 'TensorMemory', 'memory_phase', 'memory_kind', 'Packed4bitLinear', 'model_config',
-           'fake_base', 'fake_policy']
+__all__ = ['LOGITS_CHUNK_BYTES', 'default_device', 'compute_dtype', 'resolve_precision', 'autocast_precision', 'load_model',
+           'add_lora', 'unwrap', 'reference_mode', 'logits_chunk', 'SequenceLogProbs', 'naive_sequence_logps',
+           'build_policy', 'peak_growth_mb', 'logps_memory_probe']
 
 # %% ../nbs/04_model.ipynb #2ce92373
 def default_device() -> str:
@@ -268,204 +263,3 @@ def logps_memory_probe(chunked: bool, device: str = "cpu", vocab: int = 49152, b
         out = SequenceLogProbs(model)(**batch)[0]
     else: out = naive_sequence_logps(model, ids.to(device), torch.ones_like(ids, device=device), labels.to(device))
     out.sum().backward()
-
-# %% ../nbs/04_model.ipynb #1edc0a19
-MEMORY_KINDS = ("frozen weights", "LoRA weights", "LoRA gradients", "optimizer state", "log-prob chunks", "activations",
-                "inputs and masks")
-_COUNTERS: list = []   # the TensorMemory counters active now (memory_phase and memory_kind reach all of them)
-
-def quant_state_tensors(weight: torch.Tensor) -> list[torch.Tensor]:
-    "The tensors a bitsandbytes 4-bit weight keeps beside its packed data (absmax, code book, offset, and their own)."
-    qs, out = getattr(weight, "quant_state", None), []
-    while qs is not None:
-        out += [t for t in (getattr(qs, "absmax", None), getattr(qs, "code", None), getattr(qs, "offset", None)) if torch.is_tensor(t)]
-        qs = getattr(qs, "state2", None)
-    return out
-
-class TensorMemory(TorchDispatchMode):
-    "Bytes of the live tensor storages: now, peak, and each phase's peak with its breakdown by kind (real or fake tensors)."
-    def __init__(self, vocab_size: int | None = None, fake: bool = False):
-        super().__init__()
-        self.vocab, self.fake, self.live, self.kinds = vocab_size, fake, {}, collections.Counter()
-        self.now = self.peak = 0
-        self.phase, self.tag, self.phases, self.trainable = None, None, {}, []
-
-    def _kind(self, t: torch.Tensor) -> str:
-        if self.tag: return self.tag
-        if not (t.is_floating_point() or t.is_complex()): return "inputs and masks"
-        if self.vocab and t.dim() >= 1 and t.shape[-1] == self.vocab: return "log-prob chunks"   # a chunk's logits
-        return "activations"
-
-    def _track(self, t, kind: str | None = None):
-        if not isinstance(t, torch.Tensor) or t.device.type == "meta": return
-        st = t.untyped_storage()
-        key = st._cdata   # the storage itself: views and aliases share it and count once
-        if key in self.live: return
-        n, kind = st.nbytes(), kind or self._kind(t)
-        self.live[key] = (n, kind); self.kinds[kind] += n; self.now += n
-        weakref.finalize(st, self._free, key)   # gone when the last tensor on it is
-        self.peak = max(self.peak, self.now)
-        if self.phase is not None and self.now > self.phases[self.phase]["peak"]: self.phases[self.phase] = self.breakdown()
-
-    def _free(self, key):
-        n, kind = self.live.pop(key, (0, None))
-        if kind: self.kinds[kind] -= n; self.now -= n
-
-    def _reclass(self, t: torch.Tensor, kind: str):
-        if t.device.type == "meta": return
-        key = t.untyped_storage()._cdata
-        if key not in self.live: return self._track(t, kind)
-        n, old = self.live[key]
-        self.kinds[old] -= n; self.kinds[kind] += n; self.live[key] = (n, kind)
-
-    def classify(self, model: torch.nn.Module):
-        "Count `model`'s parameters, buffers and 4-bit quantisation states as its weights, frozen or LoRA."
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        for p in model.parameters():
-            self._reclass(p, "LoRA weights" if p.requires_grad else "frozen weights")
-            for t in quant_state_tensors(p): self._reclass(t, "frozen weights")
-        for b in model.buffers(): self._reclass(b, "frozen weights")
-
-    def breakdown(self) -> dict:
-        "Bytes live now, in all and by kind (a trainable parameter's .grad counts as a LoRA gradient)."
-        b, seen = dict(self.kinds), set()
-        for p in self.trainable:
-            if p.grad is None: continue
-            key = p.grad.untyped_storage()._cdata
-            if key in seen or key not in self.live: continue
-            seen.add(key); n, kind = self.live[key]
-            b[kind] -= n; b["LoRA gradients"] = b.get("LoRA gradients", 0) + n
-        return {"peak": self.now, **{k: b.get(k, 0) for k in MEMORY_KINDS}}
-
-    @contextlib.contextmanager
-    def measure(self, phase: str):
-        "Attribute the block's peak to `phase` (the highest of all its blocks)."
-        prev, self.phase = self.phase, phase
-        if phase not in self.phases or self.now > self.phases[phase]["peak"]: self.phases[phase] = self.breakdown()
-        try: yield
-        finally: self.phase = prev
-
-    @contextlib.contextmanager
-    def tagged(self, kind: str):
-        "Count every tensor made in the block as `kind`."
-        prev, self.tag = self.tag, kind
-        try: yield
-        finally: self.tag = prev
-
-    def __enter__(self):
-        _COUNTERS.append(self)
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        _COUNTERS.remove(self)
-        self.trainable = []   # the storages' finalisers hold the counter: it must not hold the model in turn
-        return super().__exit__(*exc)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.fake and func is torch.ops.aten._local_scalar_dense.default:
-            # a value read back (.item(), bool()): fake tensors hold none, and what it decides here allocates nothing
-            t = args[0]
-            return True if t.dtype == torch.bool else 1.0 if t.is_floating_point() else 1
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]: self._track(t)
-        return out
-
-@contextlib.contextmanager
-def memory_phase(name: str, model: torch.nn.Module | None = None):
-    "Attribute the block's memory to phase `name` in every active TensorMemory (`model`: whose weights to tell apart)."
-    with contextlib.ExitStack() as stack:
-        for c in list(_COUNTERS):
-            if model is not None: c.classify(model)
-            stack.enter_context(c.measure(name))
-        yield
-
-@contextlib.contextmanager
-def memory_kind(kind: str):
-    "Count the tensors made in the block as `kind` (e.g. 'optimizer state') in every active TensorMemory."
-    with contextlib.ExitStack() as stack:
-        for c in list(_COUNTERS): stack.enter_context(c.tagged(kind))
-        yield
-
-# %% ../nbs/04_model.ipynb #85103bde
-class _Dequantized(torch.autograd.Function):
-    "x @ Wᵀ through a transient dequantised weight, as bitsandbytes' 4-bit matmul: it saves nothing for the backward but the packed weight."
-    @staticmethod
-    def forward(ctx, x, packed, shape):
-        ctx.shape = shape
-        return F.linear(x, x.new_empty(shape))
-    @staticmethod
-    def backward(ctx, grad):
-        return grad @ grad.new_empty(ctx.shape), None, None
-
-class Packed4bitLinear(torch.nn.Linear):
-    "What bitsandbytes' NF4 Linear4bit (double quantisation, storage in the compute dtype) holds and allocates, for fake tensors."
-    def __init__(self, linear: torch.nn.Linear, dtype: torch.dtype):
-        torch.nn.Module.__init__(self)
-        self.in_features, self.out_features, self.compute_dtype = linear.in_features, linear.out_features, dtype
-        n, item, dev = linear.in_features * linear.out_features, dtype.itemsize, linear.weight.device
-        blocks = -(-n // 64)   # one 8-bit absmax per 64 weights, one float32 absmax per 256 of those, the two code books
-        self.weight = torch.nn.Parameter(torch.empty(-(-n // (2 * item)), 1, dtype=dtype, device=dev), requires_grad=False)
-        self.register_buffer("absmax", torch.empty(blocks, dtype=torch.uint8, device=dev))
-        self.register_buffer("nested_absmax", torch.empty(-(-blocks // 256), dtype=torch.float32, device=dev))
-        self.register_buffer("code_books", torch.empty(16 + 256 + 1, dtype=torch.float32, device=dev))   # and the offset
-        self.bias = None if linear.bias is None else torch.nn.Parameter(torch.empty_like(linear.bias, dtype=dtype), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _Dequantized.apply(x.to(self.compute_dtype), self.weight, (self.out_features, self.in_features))
-        return (y if self.bias is None else y + self.bias).to(x.dtype)
-
-# %% ../nbs/04_model.ipynb #ee0b5ac5
-# shapes (config.json fields) of models the shipped configs and benchmarks name, so that estimates work without a hub
-MODEL_SHAPES = {
-    "mistralai/Mistral-7B-Instruct-v0.2": dict(model_type="mistral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
-        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768, tie_word_embeddings=False),
-    "meta-llama/Meta-Llama-3-8B-Instruct": dict(model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, tie_word_embeddings=False),
-    "HuggingFaceTB/SmolLM2-135M-Instruct": dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
-        num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True),
-    # the benchmark's `gpu` model: Llama-2-7B's shape with SmolLM2's 49,152-token vocabulary, random weights
-    "random-7b": dict(model_type="llama", vocab_size=49152, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, tie_word_embeddings=False),
-}
-
-def model_config(name_or_path: str | Path):
-    "A model's transformers config alone (no weights): a folder's or the hub's config.json, else a shape in MODEL_SHAPES."
-    import transformers
-    name = str(name_or_path)
-    if Path(name).exists() or name == TINY_MODEL: return transformers.AutoConfig.from_pretrained(resolve_pretrained(name))
-    if name in MODEL_SHAPES and hub_offline():
-        shape = dict(MODEL_SHAPES[name])
-        return transformers.AutoConfig.for_model(shape.pop("model_type"), **shape)
-    try: return transformers.AutoConfig.from_pretrained(name)   # one small file (or the hub cache)
-    except OSError:
-        if name not in MODEL_SHAPES: raise
-        shape = dict(MODEL_SHAPES[name])
-        return transformers.AutoConfig.for_model(shape.pop("model_type"), **shape)
-
-# %% ../nbs/04_model.ipynb #530f15b6
-def fake_base(config, quantization: str = "nf4", dtype: torch.dtype = torch.bfloat16, layers: int | None = None,
-              attn_implementation: str | None = None):
-    "The base model `load_model` would load from `config`, on the meta device, 4-bit layers as their packed stand-ins."
-    import transformers
-    config = copy.deepcopy(config)
-    if layers is not None: config.get_text_config().num_hidden_layers = layers
-    # FlashAttention's kernels cannot run on fake tensors; sdpa's memory-efficient kernel holds the same (no T × T scores)
-    attn = "sdpa" if attn_implementation in (None, "flash_attention_2") else attn_implementation
-    with torch.device("meta"):   # built on the meta device: no memory, no initialisation
-        base = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
-    if quantization == "nf4":    # as transformers' bitsandbytes loader: every linear layer but the output head
-        head = base.get_output_embeddings()
-        for module in list(base.modules()):
-            for name, child in list(module.named_children()):
-                if type(child) is torch.nn.Linear and child is not head: setattr(module, name, Packed4bitLinear(child, dtype))
-    elif quantization != "none": raise ValueError(f"fake models are nf4 or none, not {quantization!r}")
-    return base
-
-def fake_policy(config, mode, quantization: str = "nf4", dtype: torch.dtype = torch.bfloat16, layers: int | None = None,
-                attn_implementation: str | None = None, chunk_size: int | None = None, **lora) -> SequenceLogProbs:
-    "The policy `build_policy` would build from `config`, on fake tensors of `mode` (nothing allocated)."
-    policy = add_lora(fake_base(config, quantization, dtype, layers, attn_implementation), **lora)
-    with mode: policy = policy.to_empty(device="cpu")   # every tensor made fake at once
-    policy.get_base_model().tie_weights()   # to_empty gives each use of a tied weight its own storage
-    return SequenceLogProbs(policy, chunk_size)
-

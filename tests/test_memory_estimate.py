@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rpo_nb.sources import load_tokenizer
-from rpo_nb.model import TensorMemory
+from rpo_nb.memory import TensorMemory
 from rpo_nb.config import load_config, run_data
 from rpo_nb.estimate import PHASES, estimate_memory, measure_phases
 from rpo_nb.cli import run
