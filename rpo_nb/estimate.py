@@ -116,7 +116,7 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
                     mbs, pos = micro_batches(train, idx, cfg.micro_batch_size, 0, cfg.share_prompt)
                     # unpaired losses split a batch by a boolean mask, which fake tensors cannot size; their loss over
                     # a few numbers allocates nothing worth counting, so a sum stands in for it
-                    n_tok = train.n_tokens()[idx] if kind == "sft" else None
+                    n_tok = train.n_tokens()[idx] if "n_tokens" in LOSSES[cfg.loss].needs else None
                     fn = ((lambda lp: (lp.sum(), {})) if kind == "unpaired" else
                           (lambda lp: batch_loss(cfg, lp, idx, train, reference, embeddings, n_tok, z)))
                     contrast_step(policy, mbs, pos, fn)

@@ -344,7 +344,7 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
     ref = reference_logps(policy, train_items, scfg, pad_id, adapter, accelerator) if kind != "sft" else None
     test_ref = reference_logps(policy, test_items, scfg, pad_id, adapter, accelerator)
     return Stage(scfg, stage, out, accelerator, lr, total, train_items, test_items, emb, ref, test_ref, policy, optimizer,
-                 scheduler, local_batch, global_batch, per_epoch, pad_id, adapter, train_items.n_tokens() if kind == "sft" else None,
+                 scheduler, local_batch, global_batch, per_epoch, pad_id, adapter, train_items.n_tokens() if "n_tokens" in LOSSES[scfg.loss].needs else None,
                  frozen, layers)
 
 # %% ../nbs/09_train.ipynb #2fa943eb
@@ -383,7 +383,7 @@ def stage_batch(st: Stage, c: int) -> list[int]:
 def train_step(st: Stage, step: int) -> dict:
     "One optimizer step: `gradient_accumulation_steps` contrast batches, clipping, the update; its metrics."
     cfg, acc, accum = st.cfg, st.accelerator, st.cfg.gradient_accumulation_steps
-    rank, kind = acc.process_index, LOSSES[cfg.loss].kind
+    rank = acc.process_index
     t0, records, tokens = time.perf_counter(), [], 0
     st.policy.train()   # set here, not left to whatever ran last: checkpointing and dropout act only in training mode
     n_micro = -(-st.local_batch // cfg.micro_batch_size)
@@ -395,7 +395,7 @@ def train_step(st: Stage, step: int) -> dict:
         loss_idx = idx if cfg.global_contrast else local
         mbs, pos = micro_batches(st.train_items, local, cfg.micro_batch_size, st.pad_id, cfg.share_prompt, acc.device)
         z = kto_reference_point(st.policy, st.train_items, idx, cfg, st.pad_id, acc) if "kl" in LOSSES[cfg.loss].needs else None
-        n_tok = st.n_tokens[loss_idx] if kind == "sft" else None
+        n_tok = st.n_tokens[loss_idx] if "n_tokens" in LOSSES[cfg.loss].needs else None
         fn = lambda lp, li=loss_idx, z=z, n=n_tok: batch_loss(cfg, lp, li, st.train_items, st.reference, st.embeddings, n, z)
         records.append(contrast_step(st.policy, mbs, pos, fn, acc, cfg.global_contrast, scale, sync=a == accum - 1))
         tokens += sum(len(s["input_ids"]) for i in local for s in st.train_items.groups[i])
