@@ -45,7 +45,8 @@ def benchmark_pairs(tokenizer, n: int, max_length: int, seed: int = 0):
     """The first `n` training pairs of the shipped HH sample (split by prompt, shuffled with `seed`) that fit
     `max_length` tokens without truncation, tokenised; so that every system sees exactly the same text."""
     from rpo_nb.sources import sample_path
-    from rpo_nb.data import load_hh, split_by_prompt, tokenize_preferences
+    from rpo_nb.data import load_hh, split_by_prompt
+    from rpo_nb.tokens import tokenize_preferences
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train = split_by_prompt(load_hh(sample_path("hh")), 0.1, seed)["train"].shuffle(seed=seed)

@@ -19,9 +19,9 @@ from common import HERE, Timer, benchmark_pairs, current_memory_mb, markdown_tab
 def worker(a) -> dict:
     import torch
     from rpo_nb.sources import load_tokenizer
-    from rpo_nb.data import pad_token_id
+    from rpo_nb.batches import pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
-    from rpo_nb.model import build_policy
+    from rpo_nb.logprobs import build_policy
     from rpo_nb.config import load_config
     from rpo_nb.scoring import make_items
     from rpo_nb.step import batch_loss, contrast_step, micro_batches

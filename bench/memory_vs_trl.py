@@ -8,7 +8,7 @@ AdamW, 4 pairs per step with every answer filling 512 tokens after a one-token p
 allow: rpo_nb packs each pair's prompt once, 4 rows of 1,023 tokens; TRL pads chosen and rejected, 8 rows of 512).
 
 Both sides run their own code on fake tensors (PyTorch's FakeTensorMode: shapes and dtypes, no storage) under the same
-counter of live storages (`rpo_nb.model.TensorMemory`), at 2 and 3 decoder layers, extrapolated to 32 (every layer is
+counter of live storages (`rpo_nb.memory.TensorMemory`), at 2 and 3 decoder layers, extrapolated to 32 (every layer is
 the same); the 4-bit layers are modelled by their exact packed storage (`Packed4bitLinear`). Each step runs twice, so
 the optimiser's state exists while the second one peaks. TRL is built as its DPOTrainer builds it (its own PEFT
 wrapping, LoRA cast to bf16 for a quantised base, its checkpointing, its optimiser, `training_step`) and takes its CUDA

@@ -19,10 +19,11 @@ from common import HERE, Timer, markdown_table, run_worker
 def worker(a) -> dict:
     warnings.simplefilter("ignore")
     from rpo_nb.sources import load_tokenizer, read_records, sample_path
-    from rpo_nb.data import load_hh, tokenize_preferences
+    from rpo_nb.data import load_hh
+    from rpo_nb.tokens import tokenize_preferences
     from rpo_nb.config import load_config
     from rpo_nb.scoring import make_items
-    from rpo_nb.train import _epoch_batches
+    from rpo_nb.stage import _epoch_batches
     rows = read_records(sample_path("hh"))
     data = Path(os.environ["RPO_NB_BENCH_TMP"]) / "hh.jsonl.gz"
     with gzip.open(data, "wt") as f:
@@ -47,8 +48,10 @@ def worker(a) -> dict:
 def reference_worker(a) -> dict:
     warnings.simplefilter("ignore")
     from rpo_nb.sources import TINY_MODEL, load_tokenizer, sample_path
-    from rpo_nb.data import load_hh, pad_token_id, tokenize_preferences
-    from rpo_nb.model import build_policy
+    from rpo_nb.data import load_hh
+    from rpo_nb.tokens import tokenize_preferences
+    from rpo_nb.batches import pad_token_id
+    from rpo_nb.logprobs import build_policy
     from rpo_nb.scoring import batched_logps, make_items
     tok = load_tokenizer(TINY_MODEL)
     ds = load_hh(sample_path("hh"))

@@ -62,7 +62,8 @@ def trl_worker(cfg: dict, precompute: bool) -> dict:
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
     from rpo_nb.sources import load_tokenizer
-    from rpo_nb.data import answer_text, format_prompt
+    from rpo_nb.data import answer_text
+    from rpo_nb.tokens import format_prompt
     from rpo_nb.model import load_model
     src = model_source(cfg)
     tok = load_tokenizer(src)
@@ -112,13 +113,13 @@ def rpo_nb_worker(cfg: dict, loss: str) -> dict:
     import torch
     from accelerate import Accelerator
     from rpo_nb.sources import load_tokenizer
-    from rpo_nb.data import pad_token_id
+    from rpo_nb.batches import pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
-    from rpo_nb.model import build_policy
+    from rpo_nb.logprobs import build_policy
     from rpo_nb.config import load_config
     from rpo_nb.scoring import make_items, reference_logps
     from rpo_nb.step import batch_loss, contrast_step, micro_batches
-    from rpo_nb.train import make_optimizer
+    from rpo_nb.checkpoints import make_optimizer
     src = model_source(cfg)
     tok = load_tokenizer(src)
     rows = benchmark_pairs(tok, cfg["pairs"], cfg["max_length"])
@@ -161,13 +162,13 @@ def interleaved_worker(cfg: dict) -> dict:
     machine noise hits both alike: the per-batch ratio is RPO's own overhead."""
     import torch
     from rpo_nb.sources import load_tokenizer
-    from rpo_nb.data import pad_token_id
+    from rpo_nb.batches import pad_token_id
     from rpo_nb.embeddings import embed_prompts, release_embedders
-    from rpo_nb.model import build_policy
+    from rpo_nb.logprobs import build_policy
     from rpo_nb.config import load_config
     from rpo_nb.scoring import make_items, reference_logps
     from rpo_nb.step import batch_loss, contrast_step, micro_batches
-    from rpo_nb.train import make_optimizer
+    from rpo_nb.checkpoints import make_optimizer
     src = model_source(cfg)
     tok = load_tokenizer(src)
     rows = benchmark_pairs(tok, cfg["pairs"], cfg["max_length"])

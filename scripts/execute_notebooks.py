@@ -2,7 +2,7 @@
 were executed from in nbs/_executed.json, so that a test can tell when a stored output is older than its code.
 
     python scripts/execute_notebooks.py                 # every notebook (~10 min on 2 CPU cores)
-    python scripts/execute_notebooks.py 09_train 12_plots
+    python scripts/execute_notebooks.py 14_train 18_plots
 
 Each notebook runs in a fresh kernel from nbs/, offline, with inline figures; then `nbdev_clean` strips the
 metadata (outputs stay). A notebook whose cell fails is not written, and the script says which cell.

@@ -1,57 +1,74 @@
-"""Does RPO beat DPO here? A small study on real data (HH harmless sample, SmolLM2-135M-Instruct, LoRA, CPU).
+"""Does RPO beat DPO here? The paper's comparison on real data, with seeds and paired intervals.
 
-    python study/rpo_vs_dpo.py                 # the full study (about 1-1.5 hours on 2 CPU cores) -> study/results.json
-    python study/rpo_vs_dpo.py --reduced       # a few minutes: the same pipeline at toy scale -> study/results_reduced.json
+    python study/rpo_vs_dpo.py                   # CPU scale: HH sample, SmolLM2-135M, 3 seeds -> study/results.json
+    python study/rpo_vs_dpo.py --scale gpu       # GPU scale: HH from the hub, 2,048 pairs, 5 seeds, batch 64 -> study/results_gpu.json
+    python study/rpo_vs_dpo.py --scale reduced   # minutes: the same pipeline at toy scale -> study/results_reduced.json
+    python study/rpo_vs_dpo.py --work runs/study # keep the runs there; run again to resume (finished runs are skipped)
 
-Per seed: SFT on the chosen answers, then every method from the SFT adapter (which is also its reference) with
-the same training pairs, 32 pairs per optimizer step, the same steps, learning rate and seed; held-out
-implicit-reward accuracy and margins; sampled answers for held-out prompts. A judge (a DPO-trained SmolLM2 used
-as a reward model through its implicit reward, trained on a disjoint pool of HH pairs, its own held-out
-accuracy reported) compares each sample with the data set's chosen answer. Chapter 08 reads the results file.
+Per seed (a different training subset, in a different order): SFT on the chosen answers, then every method from the
+SFT adapter, which is also its reference, with the same pairs, steps, learning rate and batch. Every method and seed
+is scored on the same held-out pairs (implicit-reward accuracy and margin, per pair) and samples answers for the same
+held-out prompts (nucleus sampling, top-p 0.95). A judge (SmolLM2 trained with DPO on a disjoint pool of HH pairs,
+used through its implicit reward; its own held-out accuracy reported) compares each answer with the data set's chosen
+one. Each method is compared with DPO pair by pair: the difference per held-out pair (or prompt), averaged over seeds,
+with a percentile bootstrap interval over pairs, and the difference of each seed alone. Chapter 21 reads the results.
 """
-import argparse, json, os, platform, shutil, statistics, sys, time, warnings
+import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, time, warnings
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# every preference method: 32 pairs per optimizer step; the loss sees 8 (4 contrast batches accumulated) or 32
+# the paper's comparison first, then its ablations as the budget allows; every method sees the same pairs per step
 METHODS = {
     "DPO": dict(loss="dpo"),
-    "IPO": dict(loss="ipo"),
-    "RPO τ=0.25": dict(loss="rpo", tau=0.25),
     "RPO τ=0.5": dict(loss="rpo", tau=0.5),
-    "RPO τ=0.75": dict(loss="rpo", tau=0.75),
-    "RPO-diagonal": dict(loss="rpo_diagonal"),
-    "RPO unpaired": dict(loss="rpo_unpaired"),
-    "RPO τ=0.5, B=32": dict(loss="rpo", tau=0.5, contrast_batch_size=32, gradient_accumulation_steps=1),
+    "RPO τ=0.5, whole batch": dict(loss="rpo", tau=0.5, contrast="whole"),   # the contrast batch is the optimizer step's
+    "RPO τ=0.25": dict(loss="rpo", tau=0.25),
+    "RPO τ=1": dict(loss="rpo", tau=1.0),
 }
 SCALES = {
-    "full": dict(train=160, test=128, judge_train=256, samples=24, new_tokens=40, seeds=[0], lr=3e-4, judge_lr=3e-4),
-    "reduced": dict(train=64, test=16, judge_train=64, samples=4, new_tokens=16, seeds=[0], lr=3e-4, judge_lr=3e-4),
+    # batch: pairs per optimizer step; contrast: pairs per loss (RPO contrasts within it); train: pairs per seed
+    "cpu": dict(data="sample", train=256, test=256, judge_train=512, judge_epochs=2, samples=64, new_tokens=48, seeds=[0, 1, 2],
+                batch=32, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=256, max_prompt_length=160,
+                methods=list(METHODS)),
+    "gpu": dict(data="hub", train=2048, test=512, judge_train=4096, judge_epochs=1, samples=128, new_tokens=128,
+                seeds=[0, 1, 2, 3, 4], batch=64, contrast=64, micro=16, lr=1e-4, judge_lr=1e-4, max_length=512,
+                max_prompt_length=256, methods=["DPO", "RPO τ=0.5", "RPO τ=0.25", "RPO τ=1"]),   # contrast 64: the paper's
+    "reduced": dict(data="sample", train=32, test=24, judge_train=32, judge_epochs=1, samples=6, new_tokens=8, seeds=[0, 1],
+                    batch=16, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=160, max_prompt_length=96,
+                    methods=["DPO", "RPO τ=0.5"]),
 }
+BOOTSTRAP = 4000
 
 
-def write_pools(folder: Path, seed: int = 0) -> dict:
-    "Held-out pairs (the usual 10% split by prompt), and the rest divided by prompt into a methods pool and a judge pool."
+def write_pools(folder: Path, S: dict) -> dict:
+    "Held-out pairs, a judge pool and a methods pool, disjoint by prompt, as JSON lines in TRL's format."
     from rpo_nb.sources import sample_path
     from rpo_nb.data import load_hh, split_by_prompt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        hh = load_hh(sample_path("hh"))
-    first = split_by_prompt(hh, 0.1, seed)
-    pools = split_by_prompt(first["train"], 0.3, seed + 1000)
+        if S["data"] == "hub":   # the hub's train split for training, its test split held out
+            train = load_hh("Anthropic/hh-rlhf", "train", data_dir="harmless-base")
+            test = load_hh("Anthropic/hh-rlhf", "test", data_dir="harmless-base").shuffle(seed=0)
+        else:
+            parts = split_by_prompt(load_hh(sample_path("hh")), 0.125, 0)
+            train, test = parts["train"], parts["test"].shuffle(seed=0)
+    test = test.select(range(S["test"]))   # exactly the held-out pairs: every method and seed scores all of them
+    pools = split_by_prompt(train, 0.3, 1000)
     files = {}
-    for name, ds in [("methods", pools["train"]), ("judge", pools["test"]), ("test", first["test"])]:
+    for name, ds in [("methods", pools["train"]), ("judge", pools["test"]), ("test", test)]:
         files[name] = folder / f"{name}.jsonl"
         files[name].write_text("\n".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}) for r in ds))
-    return {k: str(v) for k, v in files.items()}
+    return {k: str(v) for k, v in files.items()} | {f"{k}_pairs": len(ds) for k, ds in
+                                                    [("methods", pools["train"]), ("judge", pools["test"]), ("test", test)]}
 
 
 def run_dir(work: Path, seed: int, name: str) -> Path:
-    "A method's output folder, its name made file-safe ('RPO τ=0.5, B=32' -> seed0/RPO_tau0.5_B32)."
-    return work / f"seed{seed}" / ("sft" if name == "SFT" else name.replace(" ", "_").replace("=", "").replace(",", "").replace("τ", "tau"))
+    "A method's output folder, its name made file-safe ('RPO τ=0.5, whole batch' -> seed0/RPO_tau0.5_whole_batch)."
+    safe = name.replace(", ", "_").replace(" ", "_").replace("=", "").replace("τ", "tau")
+    return work / f"seed{seed}" / ("sft" if name == "SFT" else safe)
 
 
 def curve(folder: Path) -> list[dict]:
@@ -59,81 +76,151 @@ def curve(folder: Path) -> list[dict]:
     return [{k: r[k] for k in keys if k in r} for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
 
 
+def by_pool_order(margins: list[float], rows: list[int]) -> list[float]:
+    "A run's per-pair margins (in its seed's shuffled order) put in the held-out pool's order, by source row."
+    return [m for _, m in sorted(zip(rows, margins))]
+
+
+def paired(a: list[list[float]], b: list[list[float]]) -> dict:
+    "a − b per unit (pair or prompt) and seed: the mean over seeds and units, its bootstrap interval over units, each seed's."
+    from rpo_nb.eval import bootstrap_interval
+    d = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)   # [seeds, units]
+    per_unit = d.mean(0)   # each unit's difference averaged over seeds: resampling units keeps a unit's seeds together
+    lo, hi = bootstrap_interval(per_unit, n_resamples=BOOTSTRAP, seed=0)
+    by_seed = d.mean(1).tolist()
+    return {"diff": per_unit.mean().item(), "low": lo, "high": hi, "by_seed": by_seed,
+            "seed_sd": statistics.stdev(by_seed) if len(by_seed) > 1 else 0.0, "units": d.shape[1], "seeds": d.shape[0]}
+
+
+def git_commit() -> str:
+    "HEAD's commit, marked '+changes' when the working tree differs from it."
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "rpo_nb", "study/rpo_vs_dpo.py"],
+                           capture_output=True, text=True).stdout.strip()
+    return head + ("+changes" if dirty else "")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reduced", action="store_true")
+    p.add_argument("--scale", choices=list(SCALES), default="cpu")
+    p.add_argument("--reduced", action="store_true", help="the same as --scale reduced")
     p.add_argument("--work", default=None, help="folder for runs, kept; run again with the same folder to resume "
                    "(finished runs are skipped). Default: a temporary folder, removed at the end")
     a = p.parse_args()
-    scale_name = "reduced" if a.reduced else "full"
-    S = SCALES[scale_name]
+    scale = "reduced" if a.reduced else a.scale
+    S = SCALES[scale]
+    if scale == "gpu" and not torch.cuda.is_available():
+        sys.exit("--scale gpu needs a CUDA GPU (about 8 minutes on one H100); on a CPU run the default scale")
     warnings.simplefilter("ignore")
     from rpo_nb.sources import load_tokenizer
     from rpo_nb.data import answer_text, prompt_text
-    from rpo_nb.eval import ImplicitRewardJudge, load_trained, run_report, sample_answers, wilson_interval, win_rate
     from rpo_nb.config import load_config, run_data
+    from rpo_nb.eval import load_trained, run_report, sample_answers
+    from rpo_nb.judges import ImplicitRewardJudge, win_rate
     from rpo_nb.cli import run
-    t_start = time.time()
+    t_start, minutes = time.time(), {}
     work = Path(a.work) if a.work else Path(__import__("tempfile").mkdtemp(prefix="rpo_study_"))
     work.mkdir(parents=True, exist_ok=True)
-    pools = write_pools(work)
-    common = dict(model=MODEL, dataset="trl", test_path=pools["test"], max_test_items=S["test"], max_length=256,
-                  max_prompt_length=160, micro_batch_size=8, contrast_batch_size=8, gradient_accumulation_steps=4,
-                  gradient_checkpointing=False, lora_dropout=0.0, eval_batch_size=16, warmup_steps=2, save_steps=10 ** 6,
-                  progress=False, plots=False, cache_dir=str(work / "cache"), beta=0.1, learning_rate=S["lr"])
+    pools = write_pools(work, S)
+    common = dict(model=MODEL, dataset="trl", test_path=pools["test"], max_test_items=S["test"], max_length=S["max_length"],
+                  max_prompt_length=S["max_prompt_length"], micro_batch_size=S["micro"], gradient_checkpointing=False,
+                  lora_dropout=0.0, eval_batch_size=16, warmup_steps=2, save_steps=10 ** 6, progress=False, plots=False,
+                  cache_dir=str(work / "cache"), beta=0.1, learning_rate=S["lr"])
+    batch = lambda contrast: dict(contrast_batch_size=contrast, gradient_accumulation_steps=S["batch"] // contrast)
     tok = load_tokenizer(MODEL)
     log = lambda *m: print(f"[{(time.time() - t_start) / 60:6.1f} min]", *m, flush=True)
+    lap = lambda key, t0: minutes.__setitem__(key, minutes.get(key, 0.0) + (time.time() - t0) / 60)
 
     # the judge: DPO on the judge pool, from the base model; its held-out accuracy says how far to trust it
+    t0 = time.time()
     judge_dir = work / "judge"
-    run(load_config(**dict(common, data_path=pools["judge"], max_train_items=S["judge_train"], loss="dpo",
-                           learning_rate=S["judge_lr"], num_epochs=1.0, output_dir=str(judge_dir), seed=0)), resume=True)
+    run(load_config(**dict(common, **batch(S["contrast"]), data_path=pools["judge"],
+                           max_train_items=S["judge_train"], loss="dpo", learning_rate=S["judge_lr"],
+                           num_epochs=float(S["judge_epochs"]), output_dir=str(judge_dir), seed=0)), resume=True)
     judge_report = run_report(judge_dir)["after"]
-    judge = ImplicitRewardJudge(MODEL, judge_dir / "adapter", beta=0.1, max_length=256, max_prompt_length=160, batch_size=16)
-    log("judge held-out accuracy", judge_report["accuracy"])
+    judge = ImplicitRewardJudge(MODEL, judge_dir / "adapter", beta=0.1, max_length=S["max_length"],
+                                max_prompt_length=S["max_prompt_length"], batch_size=16)
+    lap("judge", t0)
+    log(f"judge held-out accuracy {judge_report['accuracy']:.3f}")
 
-    results = {name: {} for name in ["SFT"] + list(METHODS)}
+    # the held-out pool in file order: per-pair margins are put in it, and the sampled prompts are its first ones
+    pool = [json.loads(l) for l in Path(pools["test"]).read_text().splitlines()]
+    prompts, chosen = [r["prompt"] for r in pool[:S["samples"]]], [answer_text(r["chosen"]) for r in pool[:S["samples"]]]
+    chosen_tokens = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in chosen]
+    names = ["SFT"] + S["methods"]
+    runs = {name: {} for name in names}
     for seed in S["seeds"]:
-        base = dict(common, data_path=pools["methods"], max_train_items=S["train"], seed=seed, num_epochs=1.0)
-        sft_dir = run_dir(work, seed, "SFT")
-        run(load_config(**dict(base, stage="sft", output_dir=str(sft_dir))), resume=True)
-        results["SFT"][seed] = {"after": run_report(sft_dir)["after"], "curve": curve(sft_dir)}
-        log(f"seed {seed}: SFT done")
-        for name, over in METHODS.items():
-            d = run_dir(work, seed, name)
-            run(load_config(**dict(base, **over, sft_adapter=str(sft_dir / "adapter"), output_dir=str(d))), resume=True)
+        base = dict(common, **batch(S["contrast"]), data_path=pools["methods"], max_train_items=S["train"], seed=seed,
+                    num_epochs=1.0)
+        test_rows = list(run_data(load_config(**base), tok)["test"]["row"])   # this seed's held-out order, by pool row
+        for name in names:
+            t0, d = time.time(), run_dir(work, seed, name)
+            if name == "SFT": cfg = load_config(**dict(base, stage="sft", output_dir=str(d)))
+            else:
+                over = dict(METHODS[name])
+                if over.pop("contrast", None) == "whole": over |= batch(S["batch"])
+                cfg = load_config(**dict(base, **over, sft_adapter=str(run_dir(work, seed, "SFT") / "adapter"), output_dir=str(d)))
+            run(cfg, resume=True)
+            lap("train", t0)
+            done = json.loads((d / "done.json").read_text())
+            assert len(done["spread_after"]) == len(test_rows) == S["test"], (name, seed, len(done["spread_after"]), len(test_rows))
             rep = run_report(d)
-            results[name][seed] = {"before": rep["before"], "after": rep["after"], "curve": curve(d)}
-            log(f"seed {seed}: {name} accuracy {rep['after']['accuracy']:.3f}")
-        # samples for the first held-out prompts, every method, scored by the judge against the chosen answers
-        test = run_data(load_config(**base), tok)["test"].select(range(S["samples"]))
-        prompts, chosen = list(test["prompt"]), [answer_text(c) for c in test["chosen"]]
-        for name in results:
-            d = run_dir(work, seed, name)
-            model = load_trained(MODEL, d / "adapter")
-            answers = sample_answers(model, tok, prompts, max_new_tokens=S["new_tokens"], batch_size=8, seed=seed)
-            verdicts = judge(prompts, answers, chosen)
-            results[name][seed]["win"] = win_rate(verdicts)
-            results[name][seed]["examples"] = [{"prompt": prompt_text(p)[-300:], "chosen": c, "answer": x, "verdict": v}
-                                               for p, c, x, v in list(zip(prompts, chosen, answers, verdicts))[:3]]
-            log(f"seed {seed}: {name} win rate {results[name][seed]['win']['win_rate']:.3f}")
+            r = runs[name][str(seed)] = {"after": rep["after"], "curve": curve(d), "steps": done["steps"],
+                                        "margins": by_pool_order(done["spread_after"], test_rows)}
+            # answers for the same held-out prompts, every method and seed, judged against the chosen answers
+            t0, cache = time.time(), d / "samples.json"
+            if cache.exists(): s = json.loads(cache.read_text())
+            else:
+                model = load_trained(MODEL, d / "adapter")
+                answers = sample_answers(model, tok, prompts, max_new_tokens=S["new_tokens"], batch_size=16, seed=seed,
+                                         max_prompt_length=S["max_prompt_length"], max_length=S["max_prompt_length"] + S["new_tokens"])
+                del model
+                s = {"answers": answers, "verdicts": judge(prompts, answers, chosen)}
+                cache.write_text(json.dumps(s))
+            lap("samples", t0)
+            r["verdicts"], r["win"] = s["verdicts"], win_rate(s["verdicts"])
+            r["answer_tokens"] = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in s["answers"]]
+            r["examples"] = [{"prompt": prompt_text(p)[-300:], "chosen": c, "answer": x, "verdict": v}
+                             for p, c, x, v in list(zip(prompts, chosen, s["answers"], s["verdicts"]))[:3]]
+            log(f"seed {seed}: {name:24s} held-out accuracy {rep['after']['accuracy']:.3f}, margin {rep['after']['margin']:+.4f}, "
+                f"win rate {r['win']['win_rate']:.3f}")
 
+    # per method: pooled over seeds; against DPO: paired by held-out pair (accuracy, margin) and by prompt (win)
+    seeds = [str(s) for s in S["seeds"]]
+    won = lambda name: [[float(v == "win") for v in runs[name][s]["verdicts"]] for s in seeds]
+    right = lambda name: [[float(m > 0) for m in runs[name][s]["margins"]] for s in seeds]
+    margin = lambda name: [runs[name][s]["margins"] for s in seeds]
     summary = {}
-    for name, per_seed in results.items():
-        accs = [r["after"]["accuracy"] for r in per_seed.values()]
-        n = sum(r["after"]["n"] for r in per_seed.values()); k = sum(r["after"]["accuracy"] * r["after"]["n"] for r in per_seed.values())
-        margins = [r["after"]["margin"] for r in per_seed.values()]
-        wins = [v for r in per_seed.values() for v in (["win"] * r["win"]["wins"] + ["loss"] * r["win"]["losses"] +
-                                                       ["tie"] * r["win"]["ties"] + [None] * r["win"]["no_verdict"])]
-        lo, hi = wilson_interval(k, n)
-        summary[name] = {"accuracy": k / n, "accuracy_low": lo, "accuracy_high": hi, "accuracy_by_seed": accs,
-                         "margin": statistics.mean(margins), "margin_by_seed": margins, **{f"win_{x}": y for x, y in win_rate(wins).items()}}
-    meta = {"scale": scale_name, **S, "model": MODEL, "methods": {k: v for k, v in METHODS.items()}, "pools": {k: Path(v).name for k, v in pools.items()},
-            "minutes": (time.time() - t_start) / 60, "date": time.strftime("%Y-%m-%d"),
+    for name in names:
+        rs = [runs[name][s] for s in seeds]
+        verdicts = [v for r in rs for v in r["verdicts"]]
+        accs = [r["after"]["accuracy"] for r in rs]
+        summary[name] = {"accuracy": statistics.mean(accs), "accuracy_by_seed": accs,
+                         "margin": statistics.mean(r["after"]["margin"] for r in rs), "margin_by_seed": [r["after"]["margin"] for r in rs],
+                         "win_by_seed": [r["win"]["win_rate"] for r in rs], **{f"win_{k}": v for k, v in win_rate(verdicts).items()},
+                         "answer_tokens": statistics.mean(t for r in rs for t in r["answer_tokens"])}
+    versus = {name: {"accuracy": paired(right(name), right("DPO")), "margin": paired(margin(name), margin("DPO")),
+                     "win_rate": paired(won(name), won("DPO"))} for name in names if name != "DPO"}
+    # does the judge prefer longer answers? wins among answers longer than the chosen one, and among the others
+    longer = [(v == "win") for n in names for s in seeds for v, t, c in
+              zip(runs[n][s]["verdicts"], runs[n][s]["answer_tokens"], chosen_tokens) if t > c and v is not None]
+    shorter = [(v == "win") for n in names for s in seeds for v, t, c in
+               zip(runs[n][s]["verdicts"], runs[n][s]["answer_tokens"], chosen_tokens) if t <= c and v is not None]
+    lengths = {"chosen_tokens": statistics.mean(chosen_tokens), "new_tokens_cap": S["new_tokens"],
+               "win_rate_when_longer": sum(longer) / len(longer) if longer else None, "n_longer": len(longer),
+               "win_rate_when_not_longer": sum(shorter) / len(shorter) if shorter else None, "n_not_longer": len(shorter)}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    meta = {"scale": scale, **S, "model": MODEL, "commit": git_commit(), "methods_settings": {k: METHODS[k] for k in S["methods"]},
+            "pools": {k: (Path(v).name if isinstance(v, str) else v) for k, v in pools.items()}, "bootstrap_resamples": BOOTSTRAP,
+            "minutes": (time.time() - t_start) / 60, "minutes_by_phase": minutes, "peak_rss_mb": peak_mb,
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+            "date": time.strftime("%Y-%m-%d"),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores ({platform.machine()})",
-            "torch": torch.__version__, "common": {k: v for k, v in common.items() if k not in ("test_path", "cache_dir")}}
-    out = ROOT / "study" / ("results.json" if scale_name == "full" else "results_reduced.json")
-    out.write_text(json.dumps({"meta": meta, "judge": judge_report, "summary": summary, "runs": results}, indent=1))
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "common": {k: v for k, v in common.items() if k not in ("test_path", "cache_dir")}}
+    out = ROOT / "study" / {"cpu": "results.json", "gpu": "results_gpu.json", "reduced": "results_reduced.json"}[scale]
+    out.write_text(json.dumps({"meta": meta, "judge": judge_report, "summary": summary, "versus_dpo": versus,
+                               "lengths": lengths, "runs": runs}, indent=1))
     log("wrote", out)
     if not a.work: shutil.rmtree(work, ignore_errors=True)
 

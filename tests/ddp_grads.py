@@ -9,9 +9,9 @@ import argparse, warnings
 import torch
 from accelerate import Accelerator
 from rpo_nb.sources import TINY_MODEL, load_tokenizer
-from rpo_nb.data import pad_token_id
+from rpo_nb.batches import pad_token_id
 from rpo_nb.embeddings import embed_prompts
-from rpo_nb.model import build_policy
+from rpo_nb.logprobs import build_policy
 from rpo_nb.config import load_config, run_data
 from rpo_nb.scoring import make_items
 from rpo_nb.step import batch_loss, contrast_step, kto_reference_point, micro_batches

@@ -11,12 +11,12 @@ PartialState(cpu=True)._shared_state["distributed_type"] = DistributedType.MULTI
 warnings.simplefilter("ignore")
 from accelerate import Accelerator
 from rpo_nb.sources import TINY_MODEL, load_tokenizer
-from rpo_nb.data import pad_token_id
-from rpo_nb.model import build_policy
+from rpo_nb.batches import pad_token_id
+from rpo_nb.logprobs import build_policy
 from rpo_nb.config import load_config, run_data
 from rpo_nb.scoring import make_items
 from rpo_nb.step import micro_batches
-from rpo_nb.train import _fsdp_settings
+from rpo_nb.stage import _fsdp_settings
 
 acc = Accelerator(cpu=True, mixed_precision="bf16")
 cfg = load_config("tiny", max_train_items=8, max_test_items=4)

@@ -5,11 +5,12 @@ import json, os, sys
 
 import torch
 import rpo_nb.cli as cli
+import rpo_nb.stage as stage
 import rpo_nb.train as train
 
 log = open(os.environ["RPO_NB_MODE_LOG"], "a", buffering=1)
 state = {"in_step": False, "checkpointed": 0}
-real_build_policy, real_contrast_step = train.build_policy, train.contrast_step
+real_build_policy, real_contrast_step = stage.build_policy, train.contrast_step
 
 
 def record(layer, args, kwargs):
@@ -37,5 +38,5 @@ def contrast_step(*args, **kwargs):
     finally: state["in_step"] = False
 
 
-train.build_policy, train.contrast_step = build_policy, contrast_step
+stage.build_policy, train.contrast_step = build_policy, contrast_step   # where prepare_stage and train_step look them up
 cli.main(sys.argv[1:])

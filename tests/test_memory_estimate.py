@@ -62,7 +62,7 @@ def test_estimate_command_loads_no_weights_and_writes_nothing(tmp_path):
 
 def test_estimate_command_names_the_sizes_that_fit(tmp_path):
     from rpo_nb.config import load_config
-    from rpo_nb.train import _stage_settings
+    from rpo_nb.stage import _stage_settings
     from rpo_nb.estimate import estimate_memory
     # a GPU 4 MB smaller than the run needs (of ~25 MB of tensors): it does not fit, and smaller settings do
     cfg = _stage_settings(load_config("tiny", max_length=256), "pref")[0]
