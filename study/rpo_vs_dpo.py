@@ -30,16 +30,16 @@ METHODS = {
 }
 SCALES = {
     # batch: pairs per optimizer step; contrast: pairs per loss (RPO contrasts within it); train: pairs per seed
-    # CPU: the paper's comparison only (the ablations cost ~3.5 minutes a run more: --methods all), shorter texts
+    # CPU: the paper's comparison and its contrast-batch ablation (the τ sweep: --methods all), shorter texts
     "cpu": dict(data="sample", train=160, test=256, judge_train=256, judge_epochs=1, samples=64, new_tokens=48, seeds=[0, 1, 2],
                 batch=32, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=192, max_prompt_length=128,
-                methods=["DPO", "RPO τ=0.5"]),
+                judge_max_length=512, methods=["DPO", "RPO τ=0.5", "RPO τ=0.5, whole batch"]),
     "gpu": dict(data="hub", train=2048, test=512, judge_train=4096, judge_epochs=1, samples=128, new_tokens=128,
                 seeds=[0, 1, 2, 3, 4], batch=64, contrast=64, micro=16, lr=1e-4, judge_lr=1e-4, max_length=512,
-                max_prompt_length=256, methods=["DPO", "RPO τ=0.5", "RPO τ=0.25", "RPO τ=1"]),   # contrast 64: the paper's
+                max_prompt_length=256, judge_max_length=1024, methods=["DPO", "RPO τ=0.5", "RPO τ=0.25", "RPO τ=1"]),   # contrast 64: the paper's
     "reduced": dict(data="sample", train=32, test=24, judge_train=32, judge_epochs=1, samples=6, new_tokens=8, seeds=[0, 1],
                     batch=16, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=160, max_prompt_length=96,
-                    methods=["DPO", "RPO τ=0.5"]),
+                    judge_max_length=512, methods=["DPO", "RPO τ=0.5"]),
 }
 BOOTSTRAP = 4000
 
@@ -143,8 +143,9 @@ def main():
                            max_train_items=S["judge_train"], loss="dpo", learning_rate=S["judge_lr"],
                            num_epochs=float(S["judge_epochs"]), output_dir=str(judge_dir), seed=0)), resume=True)
     judge_report = run_report(judge_dir)["after"]
-    judge = ImplicitRewardJudge(MODEL, judge_dir / "adapter", beta=0.1, max_length=S["max_length"],
-                                max_prompt_length=S["max_prompt_length"], batch_size=16)
+    # the judge reads whole answers: an answer cut to its max_length gets no verdict, so it reads longer texts than training
+    judge = ImplicitRewardJudge(MODEL, judge_dir / "adapter", beta=0.1, max_length=S["judge_max_length"],
+                                max_prompt_length=S["judge_max_length"] // 2, batch_size=8)
     lap("judge", t0)
     log(f"judge held-out accuracy {judge_report['accuracy']:.3f}")
 
