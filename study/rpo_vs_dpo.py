@@ -36,7 +36,7 @@ SCALES = {
                 judge_max_length=512, methods=["DPO", "RPO τ=0.5", "RPO τ=0.5, whole batch"]),
     "gpu": dict(data="hub", train=2048, test=512, judge_train=4096, judge_epochs=1, samples=128, new_tokens=128,
                 seeds=[0, 1, 2, 3, 4], batch=64, contrast=64, micro=16, lr=1e-4, judge_lr=1e-4, max_length=512,
-                max_prompt_length=256, judge_max_length=1024, methods=["DPO", "RPO τ=0.5", "RPO τ=0.25", "RPO τ=1"]),   # contrast 64: the paper's
+                max_prompt_length=256, judge_max_length=1024, methods=["DPO", "RPO τ=0.5", "RPO τ=1"]),   # contrast 64: the paper's
     "reduced": dict(data="sample", train=32, test=24, judge_train=32, judge_epochs=1, samples=6, new_tokens=8, seeds=[0, 1],
                     batch=16, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=160, max_prompt_length=96,
                     judge_max_length=512, methods=["DPO", "RPO τ=0.5"]),
@@ -115,7 +115,7 @@ def main():
     unknown = [m for m in S["methods"] if m not in METHODS]
     if unknown or "DPO" not in S["methods"]: sys.exit(f"--methods: {unknown or 'DPO'} {'unknown' if unknown else 'is needed'}; known: {list(METHODS)}")
     if scale == "gpu" and not torch.cuda.is_available():
-        sys.exit("--scale gpu needs a CUDA GPU (about 8 minutes on one H100); on a CPU run the default scale")
+        sys.exit("--scale gpu needs a CUDA GPU; on a CPU, run the default scale")
     warnings.simplefilter("ignore")
     from rpo_nb.sources import load_tokenizer
     from rpo_nb.data import answer_text, prompt_text

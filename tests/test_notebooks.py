@@ -55,6 +55,15 @@ def test_no_stored_output_is_an_error(nb):
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stored_output_is_a_warning(nb):
+    "A reader sees what a cell shows on purpose: no warning text, which also names the machine's temporary kernel files."
+    for k, c in enumerate(cells(nb)):
+        for o in c.get("outputs", []):
+            text = "".join(o.get("text", ""))
+            assert not (o.get("name") == "stderr" and "Warning" in text), f"{nb.name} code cell {k} stores a warning: {text[:200]}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_cell_that_shows_something_kept_it(nb):
     visible = [c for c in cells(nb) if shown(c)]
     missing = [k for k, c in enumerate(visible) if displays("".join(c["source"])) and not c.get("outputs")]
