@@ -47,12 +47,14 @@ BOOTSTRAP = 4000
 def write_pools(folder: Path, S: dict) -> dict:
     "Held-out pairs, a judge pool and a methods pool, disjoint by prompt, as JSON lines in TRL's format."
     from rpo_nb.sources import sample_path
-    from rpo_nb.data import load_hh, split_by_prompt
+    from rpo_nb.data import load_hh, prompt_text, split_by_prompt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if S["data"] == "hub":   # the hub's train split for training, its test split held out
             train = load_hh("Anthropic/hh-rlhf", "train", data_dir="harmless-base")
             test = load_hh("Anthropic/hh-rlhf", "test", data_dir="harmless-base").shuffle(seed=0)
+            held = {prompt_text(p) for p in test["prompt"]}
+            train = train.filter(lambda r: prompt_text(r["prompt"]) not in held)   # disjoint by prompt, as the sample's split
         else:
             parts = split_by_prompt(load_hh(sample_path("hh")), 0.125, 0)
             train, test = parts["train"], parts["test"].shuffle(seed=0)
@@ -130,6 +132,8 @@ def main():
     common = dict(model=MODEL, dataset="trl", test_path=pools["test"], max_test_items=S["test"], max_length=S["max_length"],
                   max_prompt_length=S["max_prompt_length"], micro_batch_size=S["micro"], gradient_checkpointing=False,
                   lora_dropout=0.0, eval_batch_size=16, warmup_steps=2, save_steps=10 ** 6, progress=False, plots=False,
+                  group_by_length=False,   # every method's steps hold the same pairs (DPO would length-group them)
+                  quantization="none", dtype="bfloat16" if torch.cuda.is_available() else "float32",   # the same model as on a CPU
                   cache_dir=str(work / "cache"), beta=0.1, learning_rate=S["lr"])
     batch = lambda contrast: dict(contrast_batch_size=contrast, gradient_accumulation_steps=S["batch"] // contrast)
     tok = load_tokenizer(MODEL)
@@ -171,7 +175,7 @@ def main():
             done = json.loads((d / "done.json").read_text())
             assert len(done["spread_after"]) == len(test_rows) == S["test"], (name, seed, len(done["spread_after"]), len(test_rows))
             rep = run_report(d)
-            r = runs[name][str(seed)] = {"after": rep["after"], "curve": curve(d), "steps": done["steps"],
+            r = runs[name][str(seed)] = {"after": rep["after"], "curve": curve(d), "steps": done["steps"], "speed": done["speed"],
                                         "margins": by_pool_order(done["spread_after"], test_rows)}
             # answers for the same held-out prompts, every method and seed, judged against the chosen answers
             t0, cache = time.time(), d / "samples.json"
@@ -219,7 +223,7 @@ def main():
     meta = {"scale": scale, **S, "model": MODEL, "commit": git_commit(), "methods_settings": {k: METHODS[k] for k in S["methods"]},
             "pools": {k: (Path(v).name if isinstance(v, str) else v) for k, v in pools.items()}, "bootstrap_resamples": BOOTSTRAP,
             "minutes": (time.time() - t_start) / 60, "minutes_by_phase": minutes, "peak_rss_mb": peak_mb,
-            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+            "peak_gpu_mb": max((r["speed"].get("peak_allocated_mb") or 0 for n in names for r in runs[n].values()), default=0) or None,
             "date": time.strftime("%Y-%m-%d"),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores ({platform.machine()})",
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
