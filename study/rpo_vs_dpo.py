@@ -181,7 +181,7 @@ def main():
             t0, cache = time.time(), d / "samples.json"
             if cache.exists(): s = json.loads(cache.read_text())
             else:
-                model = load_trained(MODEL, d / "adapter")
+                model = load_trained(MODEL, d / "adapter", common["quantization"], dtype=common["dtype"])   # as it trained
                 answers = sample_answers(model, tok, prompts, max_new_tokens=S["new_tokens"], batch_size=16, seed=seed,
                                          max_prompt_length=S["max_prompt_length"], max_length=S["max_prompt_length"] + S["new_tokens"])
                 del model
