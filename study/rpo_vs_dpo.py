@@ -125,7 +125,7 @@ def main():
     from rpo_nb.eval import load_trained, run_report, sample_answers
     from rpo_nb.judges import ImplicitRewardJudge, win_rate
     from rpo_nb.cli import run
-    t_start, minutes = time.time(), {}
+    t_start, minutes, commit = time.time(), {}, git_commit()   # the code as it starts: later edits don't relabel the run
     work = Path(a.work) if a.work else Path(__import__("tempfile").mkdtemp(prefix="rpo_study_"))
     work.mkdir(parents=True, exist_ok=True)
     pools = write_pools(work, S)
@@ -220,7 +220,7 @@ def main():
                "win_rate_when_longer": sum(longer) / len(longer) if longer else None, "n_longer": len(longer),
                "win_rate_when_not_longer": sum(shorter) / len(shorter) if shorter else None, "n_not_longer": len(shorter)}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    meta = {"scale": scale, **S, "model": MODEL, "commit": git_commit(), "methods_settings": {k: METHODS[k] for k in S["methods"]},
+    meta = {"scale": scale, **S, "model": MODEL, "commit": commit, "methods_settings": {k: METHODS[k] for k in S["methods"]},
             "pools": {k: (Path(v).name if isinstance(v, str) else v) for k, v in pools.items()}, "bootstrap_resamples": BOOTSTRAP,
             "minutes": (time.time() - t_start) / 60, "minutes_by_phase": minutes, "peak_rss_mb": peak_mb,
             "peak_gpu_mb": max((r["speed"].get("peak_allocated_mb") or 0 for n in names for r in runs[n].values()), default=0) or None,
