@@ -30,10 +30,10 @@ METHODS = {
 }
 SCALES = {
     # batch: pairs per optimizer step; contrast: pairs per loss (RPO contrasts within it); train: pairs per seed
-    # CPU: the paper's comparison and its contrast-batch ablation (the τ sweep: --methods all), shorter texts
+    # CPU: the paper's comparison, shorter texts (its ablations, the contrast batch and the τ sweep: --methods all)
     "cpu": dict(data="sample", train=160, test=256, judge_train=256, judge_epochs=1, samples=64, new_tokens=48, seeds=[0, 1, 2],
                 batch=32, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=192, max_prompt_length=128,
-                judge_max_length=512, methods=["DPO", "RPO τ=0.5", "RPO τ=0.5, whole batch"]),
+                judge_max_length=512, methods=["DPO", "RPO τ=0.5"]),   # same-order batches (no length grouping) cost 2x
     "gpu": dict(data="hub", train=2048, test=512, judge_train=4096, judge_epochs=1, samples=128, new_tokens=128,
                 seeds=[0, 1, 2, 3, 4], batch=64, contrast=64, micro=16, lr=1e-4, judge_lr=1e-4, max_length=512,
                 max_prompt_length=256, judge_max_length=1024, methods=["DPO", "RPO τ=0.5", "RPO τ=1"]),   # contrast 64: the paper's
