@@ -20,7 +20,7 @@ def merge_worker(a) -> dict:
     warnings.simplefilter("ignore")
     from rpo_nb.sources import load_tokenizer
     from rpo_nb.config import load_config
-    from rpo_nb.cli import merge_adapter
+    from rpo_nb.merge import merge_adapter
     tmp = Path(os.environ["RPO_NB_BENCH_TMP"])
     tok = load_tokenizer(a.model)
     cfg = load_config(model=a.model)

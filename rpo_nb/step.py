@@ -16,7 +16,47 @@ from .config import RunConfig
 from .scoring import batched_logps, _device_batch, Items
 
 # %% auto #0
-__all__ = ['contrast_step', 'batch_loss', 'micro_batches', 'mismatched_items', 'kto_reference_point']
+__all__ = ['batch_loss', 'micro_batches', 'contrast_step', 'mismatched_items', 'kto_reference_point']
+
+# %% ../nbs/11_step.ipynb #09673ad8
+def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items, reference: torch.Tensor | None,
+               embeddings: torch.Tensor | None, n_tokens: torch.Tensor | None = None,
+               kl: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    "Mean loss and metrics of the items `idx` given their policy log-probs (flat, item order), by the loss table's row."
+    row = LOSSES[cfg.loss]
+    kw = {s: getattr(cfg, s) for s in row.settings}
+    if row.kind == "sft":
+        losses, *_ = row.fn(logps, n_tokens.to(logps), **kw)
+        return losses.mean(), {"logps/chosen": logps.detach().mean().item()}
+    ref = reference[idx].reshape(-1).to(logps)
+    if items.paired: pc, pr, rc, rr = logps[0::2], logps[1::2], ref[0::2], ref[1::2]
+    else:
+        lab = torch.tensor([items.labels[i] for i in idx], device=logps.device)
+        pc, pr, rc, rr = logps[lab], logps[~lab], ref[lab], ref[~lab]
+    extra = {}
+    if "embeddings" in row.needs:
+        weights = None
+        if embeddings is not None:
+            e = embeddings[idx].to(logps.device)
+            weights = distance_weights(e, e, cfg.tau) if items.paired else distance_weights(e[lab], e[~lab], cfg.tau)
+        kw["weights"] = weights
+        if items.paired:   # the own pair's effective β: what a larger (or global) contrast set dilutes
+            extra["contrast/own_pair_beta"] = cfg.beta * (torch.diagonal(weights).mean().item() if weights is not None else 1.0)
+    if "kl" in row.needs: kw["kl"] = kl
+    losses, cr, rj = row.fn(pc, pr, rc, rr, **kw)
+    return losses.mean(), {**preference_metrics(cr, rj, pc, pr, paired=items.paired), **extra}
+
+def micro_batches(items: Items, idx: list[int], size: int, pad_id: int, share_prompt: bool = True,
+                  device=None) -> tuple[list[dict], list[torch.Tensor]]:
+    "Packed micro-batches of `size` items (longest first) and each one's sequence positions in item order."
+    per = 2 if items.paired else 1
+    order = sorted(range(len(idx)), key=lambda k: -items.lengths[idx[k]])
+    mbs, pos = [], []
+    for s in range(0, len(order), size):
+        chunk = order[s:s + size]
+        mbs.append(_device_batch(pack_sequences([items.groups[idx[k]] for k in chunk], pad_id, share_prompt), device))
+        pos.append(torch.tensor([k * per + j for k in chunk for j in range(per)]))
+    return mbs, pos
 
 # %% ../nbs/11_step.ipynb #057d4e93
 def _rng_state(device) -> tuple:
@@ -83,46 +123,6 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
                 backward((model(**mb)[0] * g_local[pos.to(g_local.device)]).sum())
         _set_rng_state(end)
     return {**metrics, "loss": loss.item()} if finite else {**metrics, "loss": loss.detach().item(), "skipped": 1}
-
-# %% ../nbs/11_step.ipynb #09673ad8
-def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items, reference: torch.Tensor | None,
-               embeddings: torch.Tensor | None, n_tokens: torch.Tensor | None = None,
-               kl: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    "Mean loss and metrics of the items `idx` given their policy log-probs (flat, item order), by the loss table's row."
-    row = LOSSES[cfg.loss]
-    kw = {s: getattr(cfg, s) for s in row.settings}
-    if row.kind == "sft":
-        losses, *_ = row.fn(logps, n_tokens.to(logps), **kw)
-        return losses.mean(), {"logps/chosen": logps.detach().mean().item()}
-    ref = reference[idx].reshape(-1).to(logps)
-    if items.paired: pc, pr, rc, rr = logps[0::2], logps[1::2], ref[0::2], ref[1::2]
-    else:
-        lab = torch.tensor([items.labels[i] for i in idx], device=logps.device)
-        pc, pr, rc, rr = logps[lab], logps[~lab], ref[lab], ref[~lab]
-    extra = {}
-    if "embeddings" in row.needs:
-        weights = None
-        if embeddings is not None:
-            e = embeddings[idx].to(logps.device)
-            weights = distance_weights(e, e, cfg.tau) if items.paired else distance_weights(e[lab], e[~lab], cfg.tau)
-        kw["weights"] = weights
-        if items.paired:   # the own pair's effective β: what a larger (or global) contrast set dilutes
-            extra["contrast/own_pair_beta"] = cfg.beta * (torch.diagonal(weights).mean().item() if weights is not None else 1.0)
-    if "kl" in row.needs: kw["kl"] = kl
-    losses, cr, rj = row.fn(pc, pr, rc, rr, **kw)
-    return losses.mean(), {**preference_metrics(cr, rj, pc, pr, paired=items.paired), **extra}
-
-def micro_batches(items: Items, idx: list[int], size: int, pad_id: int, share_prompt: bool = True,
-                  device=None) -> tuple[list[dict], list[torch.Tensor]]:
-    "Packed micro-batches of `size` items (longest first) and each one's sequence positions in item order."
-    per = 2 if items.paired else 1
-    order = sorted(range(len(idx)), key=lambda k: -items.lengths[idx[k]])
-    mbs, pos = [], []
-    for s in range(0, len(order), size):
-        chunk = order[s:s + size]
-        mbs.append(_device_batch(pack_sequences([items.groups[idx[k]] for k in chunk], pad_id, share_prompt), device))
-        pos.append(torch.tensor([k * per + j for k in chunk for j in range(per)]))
-    return mbs, pos
 
 # %% ../nbs/11_step.ipynb #19ffacbe
 def mismatched_items(items: Items, idx: list[int], positions: list[int] | None = None, max_length: int = 512) -> Items:

@@ -11,7 +11,7 @@ is scored on the same held-out pairs (implicit-reward accuracy and margin, per p
 held-out prompts (nucleus sampling, top-p 0.95). A judge (SmolLM2 trained with DPO on a disjoint pool of HH pairs,
 used through its implicit reward; its own held-out accuracy reported) compares each answer with the data set's chosen
 one. Each method is compared with DPO pair by pair: the difference per held-out pair (or prompt), averaged over seeds,
-with a percentile bootstrap interval over pairs, and the difference of each seed alone. Chapter 21 reads the results.
+with a percentile bootstrap interval over pairs, and the difference of each seed alone. Chapter 22 reads the results.
 """
 import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, time, warnings
 from pathlib import Path
@@ -33,7 +33,7 @@ SCALES = {
     # CPU: the paper's comparison, shorter texts (its ablations, the contrast batch and the τ sweep: --methods all)
     "cpu": dict(data="sample", train=160, test=256, judge_train=256, judge_epochs=1, samples=64, new_tokens=48, seeds=[0, 1, 2],
                 batch=32, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=192, max_prompt_length=128,
-                judge_max_length=512, methods=["DPO", "RPO τ=0.5"]),   # same-order batches (no length grouping) cost 2x
+                judge_max_length=512, methods=["DPO", "RPO τ=0.5"]),   # 111 min; the contrast-batch ablation adds ~30
     "gpu": dict(data="hub", train=2048, test=512, judge_train=4096, judge_epochs=1, samples=128, new_tokens=128,
                 seeds=[0, 1, 2, 3, 4], batch=64, contrast=64, micro=16, lr=1e-4, judge_lr=1e-4, max_length=512,
                 max_prompt_length=256, judge_max_length=1024, methods=["DPO", "RPO τ=0.5", "RPO τ=1"]),   # contrast 64: the paper's
@@ -143,6 +143,7 @@ def main():
     # the judge: DPO on the judge pool, from the base model; its held-out accuracy says how far to trust it
     t0 = time.time()
     judge_dir = work / "judge"
+    judge_reused = (judge_dir / "done.json").exists()   # finished in --work by an earlier start: its minutes are not in this run's
     run(load_config(**dict(common, **batch(S["contrast"]), data_path=pools["judge"],
                            max_train_items=S["judge_train"], loss="dpo", learning_rate=S["judge_lr"],
                            num_epochs=float(S["judge_epochs"]), output_dir=str(judge_dir), seed=0)), resume=True)
@@ -158,7 +159,7 @@ def main():
     prompts, chosen = [r["prompt"] for r in pool[:S["samples"]]], [answer_text(r["chosen"]) for r in pool[:S["samples"]]]
     chosen_tokens = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in chosen]
     names = ["SFT"] + S["methods"]
-    runs = {name: {} for name in names}
+    runs, reused = {name: {} for name in names}, []
     for seed in S["seeds"]:
         base = dict(common, **batch(S["contrast"]), data_path=pools["methods"], max_train_items=S["train"], seed=seed,
                     num_epochs=1.0)
@@ -170,6 +171,7 @@ def main():
                 over = dict(METHODS[name])
                 if over.pop("contrast", None) == "whole": over |= batch(S["batch"])
                 cfg = load_config(**dict(base, **over, sft_adapter=str(run_dir(work, seed, "SFT") / "adapter"), output_dir=str(d)))
+            if (d / "done.json").exists(): reused.append(str(d.relative_to(work)))   # finished in --work before this start
             run(cfg, resume=True)
             lap("train", t0)
             done = json.loads((d / "done.json").read_text())
@@ -179,7 +181,9 @@ def main():
                                         "margins": by_pool_order(done["spread_after"], test_rows)}
             # answers for the same held-out prompts, every method and seed, judged against the chosen answers
             t0, cache = time.time(), d / "samples.json"
-            if cache.exists(): s = json.loads(cache.read_text())
+            if cache.exists():
+                s = json.loads(cache.read_text())
+                reused.append(str(cache.relative_to(work)))
             else:
                 model = load_trained(MODEL, d / "adapter", common["quantization"], dtype=common["dtype"])   # as it trained
                 answers = sample_answers(model, tok, prompts, max_new_tokens=S["new_tokens"], batch_size=16, seed=seed,
@@ -222,7 +226,8 @@ def main():
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     meta = {"scale": scale, **S, "model": MODEL, "commit": commit, "methods_settings": {k: METHODS[k] for k in S["methods"]},
             "pools": {k: (Path(v).name if isinstance(v, str) else v) for k, v in pools.items()}, "bootstrap_resamples": BOOTSTRAP,
-            "minutes": (time.time() - t_start) / 60, "minutes_by_phase": minutes, "peak_rss_mb": peak_mb,
+            "minutes": (time.time() - t_start) / 60, "minutes_by_phase": minutes, "judge_reused": judge_reused,
+            "reused": reused, "peak_rss_mb": peak_mb,
             "peak_gpu_mb": max((r["speed"].get("peak_allocated_mb") or 0 for n in names for r in runs[n].values()), default=0) or None,
             "date": time.strftime("%Y-%m-%d"),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores ({platform.machine()})",

@@ -127,7 +127,7 @@ def test_the_wheel_ships_the_configs(tmp_path):
 
 def test_merge_that_cannot_fit_in_ram_is_refused_before_training(tmp_path):
     """--merge on a machine without the RAM for the bf16 model: one line at the start, nothing trained or written."""
-    code = ("import rpo_nb.cli as t; t.available_ram = lambda: 100_000; t.main()")   # a machine with 100 kB free
+    code = ("import rpo_nb.merge as m; m.available_ram = lambda: 100_000; from rpo_nb.cli import main; main()")   # a machine with 100 kB free
     out = tmp_path / "run"
     r = rpo_train("--config", "tiny", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--merge", *FAST, code=code)
     last = one_clear_line(r, "--merge needs about", "GB of free RAM", "--resume --merge")

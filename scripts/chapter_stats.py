@@ -1,0 +1,89 @@
+"""How the book reads: per chapter, its cells, exported-cell sizes, tests right after exports and reading time; per
+module, its longest function and what it imports from the package. The working tree, or any commit (issue #21's table).
+
+    python scripts/chapter_stats.py            # the working tree
+    python scripts/chapter_stats.py 3499c02    # the same figures at a commit, read with git show
+
+Reading time: prose at 230 words a minute, code at 12 lines a minute (the code cells a reader sees, without flag and
+blank lines). A test is a code cell that calls test_eq / test_close / test_fail / test_ne or asserts; an exported
+cell counts as tested when such a cell comes before the next exported cell. A chapter's first exported cell (its
+imports) is not counted as an export. Modules are ordered as their chapters.
+"""
+import ast, json, re, statistics, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+TEST = re.compile(r"\btest_(eq|close|fail|ne)\(|^\s*assert\b", re.M)
+EXPORT = re.compile(r"^#\| exports?\b", re.M)
+
+
+def read(path: str, ref: str | None) -> str:
+    if ref is None: return (ROOT / path).read_text()
+    return subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], capture_output=True, text=True, check=True).stdout
+
+
+def listing(folder: str, suffix: str, ref: str | None) -> list[str]:
+    if ref is None: return sorted(str(p.relative_to(ROOT)) for p in (ROOT / folder).glob(f"*{suffix}"))
+    out = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", ref, f"{folder}/"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    return sorted(p for p in out if p.endswith(suffix))
+
+
+def code_lines(src: str) -> int:
+    return sum(1 for l in src.splitlines() if l.strip() and not l.startswith("#|"))
+
+
+def chapter(nb: dict) -> dict:
+    "A notebook's cells, exported-cell sizes, tested exports, longest run of exported lines with no test, reading minutes."
+    cells = [("".join(c["source"]), c["cell_type"]) for c in nb["cells"]]
+    words = sum(len(s.split()) for s, t in cells if t == "markdown")
+    seen = [s for s, t in cells if t == "code" and not s.startswith("#| hide") and "google.colab" not in s]
+    exports = [s for s, t in cells if t == "code" and EXPORT.search(s)]
+    sizes = [code_lines(s) for s in exports[1:]] or [0]   # the first exported cell is the chapter's imports
+    tested, pending, run, longest = 0, False, 0, 0
+    for s, t in cells:
+        if t != "code" or (exports and s is exports[0]): continue   # the chapter's imports: nothing to test
+        if EXPORT.search(s):
+            if pending: run += code_lines(s)
+            else: pending, run = True, code_lines(s)
+            longest = max(longest, run)
+        elif pending and TEST.search(s): tested, pending, run = tested + 1, False, 0
+    return {"cells": len(cells), "exports": max(len(exports) - 1, 0), "median": statistics.median(sizes), "largest": max(sizes),
+            "tested": tested, "untested_run": longest, "minutes": words / 230 + sum(map(code_lines, seen)) / 12,
+            "module": next((m.group(1) for s, _ in cells if (m := re.search(r"^#\| default_exp (\w+)", s, re.M))), None)}
+
+
+def module(src: str) -> dict:
+    "A module's lines, its longest function, and the package modules it imports."
+    tree = ast.parse(src)
+    funcs = [(n.end_lineno - n.lineno + 1, n.name) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    imports = {n.module.split(".")[0] if n.level else n.module.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+               and n.module and (n.level == 1 or n.module.startswith("rpo_nb."))}
+    imports |= {a.name.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("rpo_nb.")}
+    return {"lines": len(src.splitlines()), "longest": max(funcs, default=(0, "")), "imports": sorted(imports)}
+
+
+def main(ref: str | None):
+    print(f"## {'working tree' if ref is None else ref}\n")
+    print("| chapter | cells | exported cells | lines per export: median / largest | exports tested before the next |"
+          " longest untested run of exported lines | reading minutes |\n|---|---|---|---|---|---|---|")
+    total, order = 0.0, []
+    for path in listing("nbs", ".ipynb", ref):
+        c = chapter(json.loads(read(path, ref)))
+        total += c["minutes"]
+        if c["module"]: order.append(c["module"])
+        print(f"| {Path(path).stem} | {c['cells']} | {c['exports']} | {c['median']:.0f} / {c['largest']} | {c['tested']} of "
+              f"{c['exports']} | {c['untested_run']} | {c['minutes']:.0f} |")
+    print(f"\nthe book: {total:.0f} minutes ({total / 60:.1f} h)\n")
+    print("| module | lines | longest function | imports from the package |\n|---|---|---|---|")
+    edges, backwards = 0, []
+    for name in order:
+        m = module(read(f"rpo_nb/{name}.py", ref))
+        m["imports"] = [i for i in m["imports"] if i != name]   # a module reading its own installed source
+        edges += len(m["imports"])
+        backwards += [f"{name} -> {i}" for i in m["imports"] if i in order and order.index(i) >= order.index(name)]
+        print(f"| {name} | {m['lines']} | {m['longest'][1]} ({m['longest'][0]} lines) | {', '.join(m['imports']) or '-'} |")
+    print(f"\n{edges} imports between modules; {len(backwards)} against the chapter order{': ' + ', '.join(backwards) if backwards else ''}")
+
+
+if __name__ == "__main__": main(sys.argv[1] if len(sys.argv) > 1 else None)
