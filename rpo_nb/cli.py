@@ -62,14 +62,16 @@ def make_accelerator(cfg: RunConfig):
 
 # %% ../nbs/20_cli.ipynb #19601c6d
 def check_merge_first(cfg: RunConfig, accelerator):
-    "Raise a RunError on every process, before training, when the main process has too little RAM to merge `cfg.model`."
-    verdict = [None]
+    "Raise on every process, before training, when the main process has too little RAM to merge `cfg.model` (or cannot tell)."
+    verdict, error = [None], None
     if accelerator.is_main_process:
         try: check_merge_memory(cfg.model)
-        except RunError as e: verdict = [str(e)]
+        except Exception as e:   # any failure, not only a refusal: the other processes wait for this verdict
+            verdict, error = [str(e) if isinstance(e, RunError) else f"{type(e).__name__} on the main process: {e}"], e
     if accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
         verdict = broadcast_object_list(verdict)
+    if error is not None: raise error   # the main process keeps its own error (a bug keeps its traceback)
     if verdict[0]: raise RunError(verdict[0])
 
 def prepare_run(cfg: RunConfig, accelerator, state: str, overwrite: bool = False) -> tuple:
@@ -123,17 +125,18 @@ def _describe(m: dict) -> str:
 def finish_run(cfg: RunConfig, accelerator, results: dict, tokenizer):
     "On the main process: eval.json, the figures, the merged model if asked, and the run's summary; then a barrier."
     out, final = Path(cfg.output_dir), results.get("pref") or results["sft"]
-    if accelerator.is_main_process:
-        (out / "eval.json").write_text(json.dumps({k: {kk: v[kk] for kk in ("stage", "loss", "steps", "before", "after",
-                                                   "train_items", "test_items", "speed", "resolved")}
-                                                   for k, v in results.items()}, indent=1))
-        if cfg.plots: write_plots(out, final)
-        if cfg.merge: merge_adapter(cfg, out / "adapter", out / "merged", tokenizer)
-        print(f"{final['loss']}: {final['steps']} steps on {final['train_items']} items; held-out reward accuracy on "
-              f"{final['test_items']} pairs: before {_describe(final['before'])}; after {_describe(final['after'])}")
-        if (line := _describe_run(final)): print(line)
-        print(f"adapter: {out / 'adapter'}")
-    accelerator.wait_for_everyone()
+    try:
+        if accelerator.is_main_process:
+            (out / "eval.json").write_text(json.dumps({k: {kk: v[kk] for kk in ("stage", "loss", "steps", "before", "after",
+                                                       "train_items", "test_items", "speed", "resolved")}
+                                                       for k, v in results.items()}, indent=1))
+            if cfg.plots: write_plots(out, final)
+            if cfg.merge: merge_adapter(cfg, out / "adapter", out / "merged", tokenizer)
+            print(f"{final['loss']}: {final['steps']} steps on {final['train_items']} items; held-out reward accuracy on "
+                  f"{final['test_items']} pairs: before {_describe(final['before'])}; after {_describe(final['after'])}")
+            if (line := _describe_run(final)): print(line)
+            print(f"adapter: {out / 'adapter'}")
+    finally: accelerator.wait_for_everyone()   # reached even when the merge fails: no process waits an hour at a barrier
 
 # %% ../nbs/20_cli.ipynb #eccb5dd0
 def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:

@@ -53,14 +53,21 @@ def chapter(nb: dict) -> dict:
             "module": next((m.group(1) for s, _ in cells if (m := re.search(r"^#\| default_exp (\w+)", s, re.M))), None)}
 
 
+def package_imports(src: str) -> set[str]:
+    "The rpo_nb modules a module's source imports, at its top or inside a function, in any of Python's spellings."
+    out = set()
+    for n in ast.walk(ast.parse(src)):
+        if isinstance(n, ast.Import): out |= {a.name.split(".")[1] for a in n.names if a.name.startswith("rpo_nb.")}
+        elif isinstance(n, ast.ImportFrom):
+            if n.module and (n.level == 1 or n.module.startswith("rpo_nb.")): out.add(n.module.split(".")[0 if n.level else 1])
+            elif (n.level == 1 and not n.module) or (not n.level and n.module == "rpo_nb"): out |= {a.name for a in n.names}
+    return out
+
+
 def module(src: str) -> dict:
     "A module's lines, its longest function, and the package modules it imports."
-    tree = ast.parse(src)
-    funcs = [(n.end_lineno - n.lineno + 1, n.name) for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    imports = {n.module.split(".")[0] if n.level else n.module.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-               and n.module and (n.level == 1 or n.module.startswith("rpo_nb."))}
-    imports |= {a.name.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("rpo_nb.")}
-    return {"lines": len(src.splitlines()), "longest": max(funcs, default=(0, "")), "imports": sorted(imports)}
+    funcs = [(n.end_lineno - n.lineno + 1, n.name) for n in ast.walk(ast.parse(src)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return {"lines": len(src.splitlines()), "longest": max(funcs, default=(0, "")), "imports": sorted(package_imports(src))}
 
 
 def main(ref: str | None):

@@ -1,9 +1,11 @@
 """The flow is the layout: chapters in the order data moves, one module each, every module importing only modules of
 earlier chapters; the sidebar, the README's chapter table and each chapter's flow line list them in that order."""
-import ast, json, re
+import importlib.util, json, re
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
+spec = importlib.util.spec_from_file_location("chapter_stats", ROOT / "scripts" / "chapter_stats.py")
+chapter_stats = importlib.util.module_from_spec(spec); spec.loader.exec_module(chapter_stats)
 NOTEBOOKS = sorted(p for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -20,15 +22,8 @@ MODULES = [m for _, m in CHAPTERS if m]
 
 
 def package_imports(module: str) -> set[str]:
-    "The rpo_nb modules `module` imports, at its top or inside a function (itself excluded)."
-    tree = ast.parse((ROOT / "rpo_nb" / f"{module}.py").read_text())
-    out = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
-    out |= {n.module.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level
-            and (n.module or "").startswith("rpo_nb.")}
-    out |= {a.name.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("rpo_nb.")}
-    out |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and ((n.level == 1 and not n.module) or
-            (not n.level and n.module == "rpo_nb")) for a in n.names}   # from . import x, from rpo_nb import x
-    return out - {module}
+    "The rpo_nb modules `module` imports, itself excluded (a module may read its own installed source)."
+    return chapter_stats.package_imports((ROOT / "rpo_nb" / f"{module}.py").read_text()) - {module}
 
 
 def test_every_module_has_one_chapter_and_every_exported_module_is_a_chapter():
