@@ -19,7 +19,7 @@ from common import HERE, Timer, benchmark_pairs, current_memory_mb, markdown_tab
 def worker(a) -> dict:
     import torch
     from rpo_nb.sources import load_tokenizer
-    from rpo_nb.batches import pad_token_id
+    from rpo_nb.batches import pad_token_id, to_device
     from rpo_nb.embeddings import embed_prompts, release_embedders
     from rpo_nb.logprobs import build_policy
     from rpo_nb.config import load_config
@@ -36,24 +36,24 @@ def worker(a) -> dict:
     policy = build_policy(a.model, device=device, dropout=0.05, gradient_checkpointing=True)
     policy.train()
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-5)
-    with torch.no_grad(): policy(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in micro_batches(items, [0], 1, pid)[0][0].items()})
+    with torch.no_grad(): policy(**to_device(micro_batches(items, [0], 1, pid)[0][0], device))
     if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
     loaded = current_memory_mb()
     idx = list(range(a.pairs))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     with Timer() as t, autocast:
         if a.worker == "two_pass":
-            mbs, pos = micro_batches(items, idx, a.micro, pid, device=device)
+            mbs, pos = micro_batches(items, idx, a.micro, pid)
             out = contrast_step(policy, mbs, pos, lambda lp: batch_loss(cfg, lp, idx, items, reference, emb))
         else:   # plain steps of `micro` items, gradients accumulated
             n = a.pairs // a.micro
             for k in range(n):
                 sub = idx[k * a.micro:(k + 1) * a.micro]
-                mbs, pos = micro_batches(items, sub, a.micro, pid, device=device)
+                mbs, pos = micro_batches(items, sub, a.micro, pid)
                 out = contrast_step(policy, mbs, pos, lambda lp, s=sub: batch_loss(cfg, lp, s, items, reference, emb), grad_scale=1 / n)
     optimizer.step()
     return {"seconds": t.seconds, "peak_mb": process_peak_mb(), "loaded_mb": loaded,
-            "step_mb": process_peak_mb() - (0 if torch.cuda.is_available() else loaded), "loss": out["loss"]}
+            "step_mb": process_peak_mb() - (0 if torch.cuda.is_available() else loaded), "loss": float(out["loss"])}
 
 
 def main():

@@ -2,10 +2,11 @@
 
     python bench/memory_estimate.py            # CPU: the quickstart (SmolLM2-135M) and tiny runs, 7B estimates (~5 min)
     python bench/memory_estimate.py --gpu      # on a GPU: the bench's random 7B in NF4 against torch.cuda.max_memory_allocated
+    python bench/memory_estimate.py --gpu --layers 8   # the same at 8 of its 32 decoder layers
 
 On a CPU the estimate (fake tensors, the run's own data) is compared with the same tensor counter on real tensors in
 the real run, phase by phase. On a GPU a short real run of the `gpu` shape (random Llama-2-7B with a 49,152 vocabulary,
-NF4, 4 pairs, 512 tokens) writes its predicted and measured peaks into metrics.jsonl; the script reads them back.
+built in memory by bench/standins.py; NF4, 4 pairs, 512 tokens, the shipped HH sample: no hub) writes its predicted and measured peaks into metrics.jsonl; the script reads them back.
 Writes bench/results/memory_estimate{,_gpu}.json and .md.
 """
 import argparse, json, sys, tempfile, time, warnings
@@ -55,13 +56,15 @@ def cpu_checks(out: Path) -> dict:
     return res, "\n".join(md) + "\n"
 
 
-def gpu_check(out: Path) -> dict:
+def gpu_check(out: Path, layers: int | None = None) -> dict:
     import torch
     from vs_trl import CONFIGS, model_source
     from rpo_nb.config import load_config
     from rpo_nb.cli import run
     d = Path(tempfile.mkdtemp())
-    cfg = load_config("colab_t4_mistral7b", model=model_source(CONFIGS["gpu"]), micro_batch_size=4, contrast_batch_size=4,
+    # the shipped HH sample (data_path None), not the hub's Anthropic/hh-rlhf: the check runs without network
+    cfg = load_config("colab_t4_mistral7b", model=model_source(dict(CONFIGS["gpu"], layers=layers)), data_path=None, data_dir=None,
+                      micro_batch_size=4, contrast_batch_size=4,
                       eval_batch_size=8, max_train_items=64, max_test_items=32, max_steps=4, warmup_steps=1,
                       output_dir=str(d / "run"), cache_dir=str(d / "cache"), progress=False, plots=False, save_steps=100)
     run(cfg)
@@ -72,8 +75,9 @@ def gpu_check(out: Path) -> dict:
               {"phase": "loading + reference pass", "estimated_mb": first["memory/predicted_reference_pass_mb"],
                "measured_mb": first["memory/loading_and_reference_allocated_mb"]}]
     for c in checks: c["ratio"] = c["estimated_mb"] / c["measured_mb"]
-    res = {"device": torch.cuda.get_device_name(0), "checks": checks}
-    md = f"## Memory estimate against torch.cuda.max_memory_allocated ({res['device']}, random 7B NF4, its own data)\n\n" + \
+    res = {"device": torch.cuda.get_device_name(0), "layers": layers or 32, "checks": checks}
+    md = (f"## Memory estimate against torch.cuda.max_memory_allocated ({res['device']}, random 7B NF4 at {res['layers']} of 32 "
+          f"layers, its own data)\n\n") + \
          markdown_table(checks, [("phase", "phase", "s"), ("estimated_mb", "estimated (MiB)", ".0f"), ("measured_mb", "measured (MiB)", ".0f"),
                                  ("ratio", "ratio", ".3f")]) + "\n"
     return res, md
@@ -82,10 +86,11 @@ def gpu_check(out: Path) -> dict:
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gpu", action="store_true"); p.add_argument("--out_dir", default=str(HERE / "results"))
+    p.add_argument("--layers", type=int, help="--gpu: decoder layers of the random 7B (default 32)")
     a = p.parse_args()
     warnings.simplefilter("ignore")
     out = Path(a.out_dir); out.mkdir(parents=True, exist_ok=True)
-    res, md = (gpu_check if a.gpu else cpu_checks)(out)
+    res, md = gpu_check(out, a.layers) if a.gpu else cpu_checks(out)
     name = "memory_estimate_gpu" if a.gpu else "memory_estimate"
     (out / f"{name}.json").write_text(json.dumps(res, indent=1)); (out / f"{name}.md").write_text(md)
     print(md)

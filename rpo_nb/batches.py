@@ -10,7 +10,7 @@ import torch
 
 # %% auto #0
 __all__ = ['pad_token_id', 'collate', 'length_grouped_batches', 'random_batches', 'padding_fraction', 'pack_sequences',
-           'balanced_batches']
+           'to_device', 'host_values', 'balanced_batches', 'similar_batches']
 
 # %% ../nbs/03_batches.ipynb #65aa31d0
 def pad_token_id(tokenizer) -> int:
@@ -66,8 +66,7 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 def pack_sequences(groups: list[list[dict]], pad_id: int, share_prefix: bool = True) -> dict:
     "Rows of groups of `input_ids`/`labels` sequences (a group's common prefix stored once) + scored-token indices."
     if not share_prefix: groups = [[s] for g in groups for s in g]   # one row per sequence, same order
-    rows, segs, poss, index, targets, owner = [], [], [], [], [], []
-    k = 0
+    rows, segs, poss, index, targets, counts = [], [], [], [], [], []
     for g in groups:
         ids = [list(s["input_ids"]) for s in g]
         L = _common_prefix(ids)
@@ -76,10 +75,8 @@ def pack_sequences(groups: list[list[dict]], pad_id: int, share_prefix: bool = T
             start = len(row)
             where = lambda t: t if t < L else start + t - L    # position of token t of sequence j in the row
             row += s[L:]; seg += [j] * (len(s) - L); pos += list(range(L, len(s)))
-            for t in range(1, len(s)):
-                if lab[t] != -100:
-                    index.append((len(rows), where(t - 1))); targets.append(s[t]); owner.append(k)
-            k += 1
+            scored = [t for t in range(1, len(s)) if lab[t] != -100]   # a sequence's scored tokens stay together, in order
+            index += [(len(rows), where(t - 1)) for t in scored]; targets += [s[t] for t in scored]; counts.append(len(scored))
         rows.append(row); segs.append(seg); poss.append(pos)
     R, T = len(rows), max(map(len, rows))
     out = {"input_ids": torch.full((R, T), pad_id, dtype=torch.long), "position_ids": torch.zeros(R, T, dtype=torch.long)}
@@ -87,8 +84,8 @@ def pack_sequences(groups: list[list[dict]], pad_id: int, share_prefix: bool = T
     for r, (row, pos) in enumerate(zip(rows, poss)):
         out["input_ids"][r, :len(row)] = torch.tensor(row); out["position_ids"][r, :len(row)] = torch.tensor(pos)
         pad_mask[r, :len(row)] = 1
-    if all(len(g) == 1 for g in groups): out["attention_mask"] = pad_mask
-    else:
+    if not share_prefix: out["attention_mask"] = pad_mask   # one row per sequence and a 2-D mask: what FlashAttention reads
+    else:   # a 4-D mask, built here on the host: given a 2-D one (or none), transformers asks the GPU whether it holds padding
         seg = torch.full((R, T), -2, dtype=torch.long)
         for r, s in enumerate(segs): seg[r, :len(s)] = torch.tensor(s)
         causal = torch.ones(T, T, dtype=torch.bool).tril()
@@ -100,19 +97,74 @@ def pack_sequences(groups: list[list[dict]], pad_id: int, share_prefix: bool = T
     rr, tt = zip(*index) if index else ((), ())
     out["token_index"] = torch.tensor(rr, dtype=torch.long) * T + torch.tensor(tt, dtype=torch.long)
     out["token_targets"] = torch.tensor(targets, dtype=torch.long)
-    out["token_sequence"] = torch.tensor(owner, dtype=torch.long)
-    out["n_sequences"] = k
+    out["token_counts"] = torch.tensor(counts, dtype=torch.long)   # scored tokens per sequence, in sequence order
     return out
 
+# %% ../nbs/03_batches.ipynb #d4fa1eaa
+def to_device(x, device):
+    "A tensor, or a batch dict's tensors, on `device`: from pinned memory without a host wait when it is a GPU."
+    if isinstance(x, dict): return {k: to_device(v, device) for k, v in x.items()}
+    if not torch.is_tensor(x) or x.device == torch.device(device): return x
+    if torch.device(device).type == "cuda" and x.device.type == "cpu": x = x.pin_memory()   # page-locked: an asynchronous copy
+    return x.to(device, non_blocking=True)
+
+def host_values(values: dict) -> dict[str, float]:
+    "Scalars (0-dim tensors, or numbers) as Python floats, the tensors read back in one transfer."
+    keys = [k for k, v in values.items() if torch.is_tensor(v)]
+    dev = values[keys[0]].device if keys else None   # one device for the stack (a CPU-offloaded norm joins the rest)
+    stacked = torch.stack([values[k].detach().reshape(()).to(dev, torch.float64, non_blocking=dev.type == "cuda") for k in keys]) if keys else None
+    read = dict(zip(keys, stacked.tolist() if keys else []))
+    return {k: read[k] if k in read else float(v) for k, v in values.items()}
+
 # %% ../nbs/03_batches.ipynb #f886f3d6
-def balanced_batches(labels: list[bool], batch_size: int, seed: int = 0) -> tuple[list[list[int]], int]:
-    "Shuffled batches that each hold desirable and undesirable items, and how many items were left out."
+def _label_layout(labels: list[bool], batch_size: int) -> tuple[list[int], list[int], int, int]:
+    "Desirable and undesirable items, how many of the former a batch holds (their share), and how many batches fill."
     good = [i for i, l in enumerate(labels) if l]; bad = [i for i, l in enumerate(labels) if not l]
     if not good or not bad: raise ValueError("unpaired data needs both desirable and undesirable items")
     if batch_size < 2: raise ValueError("a balanced batch needs batch_size >= 2")
-    rng = random.Random(seed); rng.shuffle(good); rng.shuffle(bad)
     k = min(max(1, round(batch_size * len(good) / len(labels))), batch_size - 1)
-    n = min(len(good) // k, len(bad) // (batch_size - k))
+    return good, bad, k, min(len(good) // k, len(bad) // (batch_size - k))
+
+def balanced_batches(labels: list[bool], batch_size: int, seed: int = 0) -> tuple[list[list[int]], int]:
+    "Shuffled batches that each hold desirable and undesirable items, and how many items were left out."
+    good, bad, k, n = _label_layout(labels, batch_size)
+    rng = random.Random(seed); rng.shuffle(good); rng.shuffle(bad)
     batches = [good[j * k:(j + 1) * k] + bad[j * (batch_size - k):(j + 1) * (batch_size - k)] for j in range(n)]
     for b in batches: rng.shuffle(b)
     return batches, len(labels) - n * batch_size
+
+# %% ../nbs/03_batches.ipynb #5015bdb9
+def _direction(x: torch.Tensor) -> torch.Tensor:
+    "The direction in which the rows of `x` spread most (power iteration from the row farthest from their mean)."
+    c = x - x.mean(0)
+    d = c[c.norm(dim=1).argmax()]
+    for _ in range(12): d = c.T @ (c @ d); d = d / d.norm().clamp_min(1e-30)
+    return d
+
+def _similar_sets(x: torch.Tensor, strata: list[torch.Tensor], quota: list[int], n_sets: int) -> list[torch.Tensor]:
+    "`n_sets` sets of `quota[k]` rows of each stratum k, rows that lie together: balanced two-way cuts, recursively."
+    if n_sets == 1: return [torch.cat(strata)]
+    left, d, half = n_sets // 2, _direction(x[torch.cat(strata)]), None
+    for _ in range(10):   # a balanced two-means: each stratum cut at its quota along the line between the halves' centres
+        cut = [s[(x[s] @ d).argsort(stable=True)] for s in strata]
+        new = [c[:left * q] for c, q in zip(cut, quota)]
+        if half is not None and all(torch.equal(a.sort().values, b.sort().values) for a, b in zip(new, half)): break
+        half, rest = new, [c[left * q:] for c, q in zip(cut, quota)]
+        d = x[torch.cat(rest)].mean(0) - x[torch.cat(half)].mean(0)
+    return _similar_sets(x, half, quota, left) + _similar_sets(x, rest, quota, n_sets - left)
+
+def similar_batches(embeddings: torch.Tensor, batch_size: int, seed: int = 0, labels: list[bool] | None = None) -> list[list[int]]:
+    "Batches of items whose prompts' embeddings lie together, each item once (the remainder drawn at random), in a seeded order."
+    rng, x = random.Random(seed), embeddings.double() / embeddings.double().norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if labels is None:
+        idx = list(range(len(x))); rng.shuffle(idx); n_sets = len(idx) // batch_size
+        strata, quota = [sorted(idx[:n_sets * batch_size])], [batch_size]
+    else:   # unpaired: balanced_batches' share of good and bad items in every batch
+        good, bad, k, n_sets = _label_layout(labels, batch_size)
+        rng.shuffle(good); rng.shuffle(bad)
+        strata, quota = [sorted(good[:n_sets * k]), sorted(bad[:n_sets * (batch_size - k)])], [k, batch_size - k]
+    if n_sets == 0: return []
+    sets = [s.tolist() for s in _similar_sets(x, [torch.tensor(s, dtype=torch.long) for s in strata], quota, n_sets)]
+    for s in sets: rng.shuffle(s)
+    rng.shuffle(sets)
+    return sets

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batches import host_values
 from .model import unwrap
 from .config import RunConfig, RunError
 from .step import _is_deepspeed
@@ -19,19 +20,22 @@ __all__ = ['optimizer_step', 'make_optimizer', 'make_scheduler', 'adapter_weight
            'save_checkpoint', 'load_checkpoint', 'memory_metrics', 'MetricsLog']
 
 # %% ../nbs/12_checkpoints.ipynb #843896b7
-def optimizer_step(accelerator, optimizer, model, max_grad_norm: float) -> tuple[float | None, bool]:
-    "Clip the global gradient norm and step; (grad norm, skipped). A non-finite gradient skips the update; under fp16 the loss scale drops."
+def optimizer_step(accelerator, optimizer, model, max_grad_norm: float, metrics: dict | None = None) -> tuple[dict, bool]:
+    "Clip the global gradient norm, read it back with the step's `metrics` in one transfer, and step; (values, skipped)."
     # all the prepared model's parameters: accelerate then takes its FSDP branch, and the norm is over every shard
     grad_norm = accelerator.clip_grad_norm_(list(model.parameters()), max_grad_norm)   # unscales fp16 gradients first
-    grad_norm = None if grad_norm is None else float(grad_norm)   # DeepSpeed clips inside its own step
+    if hasattr(grad_norm, "full_tensor"): grad_norm = grad_norm.full_tensor()   # FSDP2: a replicated DTensor
+    # the only read of the step: its metrics, waiting on the device since the loss, come back with the norm
+    values = host_values({**(metrics or {}), **({} if grad_norm is None else {"grad_norm": grad_norm})})
+    grad_norm = values.get("grad_norm")   # None under DeepSpeed, which clips inside its own step
     if accelerator.scaler is not None:
         # always step: GradScaler skips the update itself on inf/NaN and lowers its scale, which also
         # clears its per-step state (skipping the call would leave it 'unscaled' and the next clip would raise)
         optimizer.step()
-        return grad_norm, bool(optimizer.step_was_skipped)
-    if grad_norm is not None and not math.isfinite(grad_norm): return grad_norm, True
+        return values, bool(optimizer.step_was_skipped)
+    if grad_norm is not None and not math.isfinite(grad_norm): return values, True   # a NaN loss's gradients end here
     optimizer.step()   # a no-op under DeepSpeed, whose engine stepped in the accumulation's last backward
-    return grad_norm, False
+    return values, False
 
 def make_optimizer(cfg: RunConfig, params, lr: float, device: str, sharded: bool = False):
     "The configured optimiser over the trainable parameters; `sharded` (FSDP): a torch one, which steps sharded tensors."

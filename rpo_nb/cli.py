@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #828d4795
 from __future__ import annotations
-import argparse, dataclasses, datetime, json, os, shutil, warnings
+import argparse, contextlib, dataclasses, datetime, json, os, shutil, warnings
 from pathlib import Path
 
 import torch
@@ -19,8 +19,8 @@ from .estimate import estimate_summary, parse_memory, predict_stage_memory
 from .merge import check_merge_memory, merge_adapter
 
 # %% auto #0
-__all__ = ['check_output_dir', 'make_accelerator', 'check_merge_first', 'prepare_run', 'write_plots', 'finish_run', 'run',
-           'parse_overrides', 'main']
+__all__ = ['check_output_dir', 'deterministic_kernels', 'make_accelerator', 'check_merge_first', 'prepare_run', 'write_plots',
+           'finish_run', 'run', 'parse_overrides', 'main']
 
 # %% ../nbs/20_cli.ipynb #86f5b55c
 _RUN_FILES = ("config.yaml", "data_report.json", "done.json", "eval.json", "eval_before.json", "metrics.jsonl",
@@ -47,6 +47,16 @@ def check_output_dir(cfg: RunConfig, resume: bool = False, overwrite: bool = Fal
     return "finished" if finished else "unfinished"
 
 # %% ../nbs/20_cli.ipynb #d5dd6132
+@contextlib.contextmanager
+def deterministic_kernels(on: bool = True):
+    "PyTorch's deterministic algorithms (an op that has none raises) and cuBLAS's fixed workspace for the block, restored after."
+    if not on: yield; return
+    before, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # read when cuBLAS starts: before a process's first GPU matmul
+    torch.use_deterministic_algorithms(True)   # strict: warn-only would keep attention's non-deterministic backward
+    try: yield
+    finally: torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
 def make_accelerator(cfg: RunConfig):
     "The run's `accelerate.Accelerator`: this process or those of `accelerate launch`, autocast as `cfg.dtype` gives on GPUs."
     from accelerate import Accelerator
@@ -142,21 +152,22 @@ def finish_run(cfg: RunConfig, accelerator, results: dict, tokenizer):
 def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
     "Train as configured (SFT, preference or both stages) and write everything to `cfg.output_dir`."
     import transformers
-    accelerator = make_accelerator(cfg)
-    if not cfg.progress: transformers.utils.logging.disable_progress_bar()   # every bar from here on: the merge check's, the loader's
-    state = check_output_dir(cfg, resume, overwrite)
-    if cfg.merge: check_merge_first(cfg, accelerator)   # before training, not after it
-    tokenizer, data = prepare_run(cfg, accelerator, state, overwrite)
-    out, results = Path(cfg.output_dir), {}
-    predict = lambda stage, folder: (None if resume and (folder / "done.json").exists() else
-                                     predict_stage_memory(cfg, data, accelerator, stage))
-    if cfg.stage in ("sft", "both"):
-        folder = out / "sft" if cfg.stage == "both" else out
-        results["sft"] = train_stage(cfg, accelerator, tokenizer, data, folder, "sft", None, resume, predict("sft", folder))
-    if cfg.stage in ("pref", "both"):
-        adapter = out / "sft" / "adapter" if cfg.stage == "both" else cfg.sft_adapter
-        results["pref"] = train_stage(cfg, accelerator, tokenizer, data, out, "pref", adapter, resume, predict("pref", out))
-    finish_run(cfg, accelerator, results, tokenizer)
+    with deterministic_kernels(cfg.deterministic):   # from before the first GPU work to the end
+        accelerator = make_accelerator(cfg)
+        if not cfg.progress: transformers.utils.logging.disable_progress_bar()   # every bar from here on: the merge check's, the loader's
+        state = check_output_dir(cfg, resume, overwrite)
+        if cfg.merge: check_merge_first(cfg, accelerator)   # before training, not after it
+        tokenizer, data = prepare_run(cfg, accelerator, state, overwrite)
+        out, results = Path(cfg.output_dir), {}
+        predict = lambda stage, folder: (None if resume and (folder / "done.json").exists() else
+                                         predict_stage_memory(cfg, data, accelerator, stage))
+        if cfg.stage in ("sft", "both"):
+            folder = out / "sft" if cfg.stage == "both" else out
+            results["sft"] = train_stage(cfg, accelerator, tokenizer, data, folder, "sft", None, resume, predict("sft", folder))
+        if cfg.stage in ("pref", "both"):
+            adapter = out / "sft" / "adapter" if cfg.stage == "both" else cfg.sft_adapter
+            results["pref"] = train_stage(cfg, accelerator, tokenizer, data, out, "pref", adapter, resume, predict("pref", out))
+        finish_run(cfg, accelerator, results, tokenizer)
     return results
 
 # %% ../nbs/20_cli.ipynb #4d74e781

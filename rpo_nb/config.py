@@ -30,7 +30,7 @@ class RunConfig:
     # model
     model: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # hub id or folder (SmolLM2 and rpo-nb/tiny-random-llama work offline)
     quantization: str = "auto"          # auto (nf4 on CUDA, none on CPU) | nf4 | int8 | none
-    dtype: str = "auto"                 # compute dtype: auto (bf16, or fp16 on GPUs without bf16; float32 on CPU) | bfloat16 | float16 | float32
+    dtype: str = "auto"                 # compute dtype: auto (bf16, or fp16 on GPUs without bf16; float32 on CPU) | bfloat16 | float16 | float32; Gemma and some Qwen models overflow fp16: bfloat16, or float32 before Ampere
     attn_implementation: str | None = None  # None (transformers' choice) | sdpa | eager | flash_attention_2
     gradient_checkpointing: bool = True  # recompute activations in the backward pass (less memory, ~20% more compute)
     lora_r: int = 16                    # LoRA rank
@@ -54,6 +54,7 @@ class RunConfig:
     truncation: str = "keep_end"        # which end of an over-long prompt to keep: keep_end (dialogue) | keep_start
     share_prompt: bool = True           # compute a pair's shared prompt once (needs sdpa or eager attention)
     group_by_length: bool = True        # DPO-family and SFT: batch items of similar length (RPO/KTO contrast random sets; micro-batches inside are length-sorted)
+    contrast_sets: str = "random"       # which items share a contrast batch: random (the paper's) | similar (prompts alike, from their embeddings: the batches chapter)
     # loss
     loss: str = "rpo"                   # rpo | rpo_unpaired | rpo_diagonal | dpo | ipo | cdpo | kto | sft
     beta: float = 0.1                   # β, the temperature of the implicit reward
@@ -61,12 +62,14 @@ class RunConfig:
     weight_on: str = "logit"            # RPO weights multiply the logit (reference implementation) or average the losses
     use_embeddings: bool = True         # RPO: weight contrasts by prompt similarity; False = all weights one
     embedder: str = "all-MiniLM-L6-v2"  # sentence-transformers model for the prompt embeddings
+    embed_prompt: str = "plain"         # what the embedder reads: plain (the prompt's text) | model (the prompt as the model reads it, chat markers and cut included: the authors' code)
     diagonal_weight: float = 0.8        # α of RPO-diagonal
     label_smoothing: float = 0.0        # ε of conservative DPO
     desirable_weight: float = 1.0       # KTO λ_D
     undesirable_weight: float = 1.0     # KTO λ_U
     desirable_fraction: float = 1.0     # unpaired losses on paired data: share of chosen answers kept
     undesirable_fraction: float = 1.0   # unpaired losses on paired data: share of rejected answers kept
+    sft_normalize: str = "tokens"       # SFT's mean: tokens (over all answer tokens, as TRL) | answers (each answer's summed NLL, over answers, as the authors' code)
     # batching
     micro_batch_size: int = 4           # items (pairs or single answers) whose activations are held at once
     contrast_batch_size: int | None = None  # items one loss sees (None = micro_batch_size), in all processes together; > micro: two-pass step
@@ -87,6 +90,7 @@ class RunConfig:
     sft_max_steps: int | None = None    # SFT stage length in steps (overrides sft_epochs)
     sft_learning_rate: float | None = None  # SFT stage learning rate (None = learning_rate)
     seed: int = 0                       # seed of data order, LoRA initialisation and dropout
+    deterministic: bool = False         # deterministic GPU kernels (a slower attention backward): a GPU run, resumed or not, repeats bit for bit; CPU runs always do
     # output
     output_dir: str = "runs/rpo"        # where the adapter, metrics, plots and checkpoints go
     eval_steps: int | None = None       # held-out evaluation every this many steps (always at start and end)
@@ -101,7 +105,8 @@ class RunConfig:
     def __post_init__(self):
         choices = {"loss": LOSSES, "dataset": DATASETS, "stage": ("sft", "pref", "both"), "weight_on": ("logit", "loss"),
                    "quantization": ("auto", "nf4", "int8", "none"), "truncation": ("keep_end", "keep_start"),
-                   "lr_scheduler": ("constant", "linear", "cosine"),
+                   "lr_scheduler": ("constant", "linear", "cosine"), "contrast_sets": ("random", "similar"), "embed_prompt": ("plain", "model"),
+                   "sft_normalize": ("tokens", "answers"),
                    "optimizer": ("auto", "adamw", "adamw_8bit", "paged_adamw_8bit", "rmsprop")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed: raise ValueError(f"{name} must be one of {sorted(allowed)}, not {getattr(self, name)!r}")

@@ -9,14 +9,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import datasets
+import numpy as np
 
 from .sources import DataError, read_rows
 
 # %% auto #0
-__all__ = ['ROLES', 'HH_ASSISTANT', 'TLDR_TEMPLATE', 'PLAIN_MARKERS', 'RowError', 'answer_text', 'check_pair', 'collect_rows',
-           'hh_messages', 'load_hh', 'load_tldr', 'load_chat_pairs', 'load_trl', 'to_unpaired', 'prompt_text',
-           'split_by_prompt']
+__all__ = ['ROLES', 'HH_ASSISTANT', 'TLDR_TEMPLATE', 'PLAIN_MARKERS', 'RowError', 'Rows', 'answer_text', 'check_pair',
+           'collect_rows', 'hh_messages', 'load_hh', 'load_tldr', 'load_chat_pairs', 'load_trl', 'to_unpaired',
+           'prompt_text', 'split_by_prompt']
 
 # %% ../nbs/01_data.ipynb #0a10f34e
 class RowError(ValueError):
@@ -24,6 +24,24 @@ class RowError(ValueError):
     def __init__(self, row: int, field: str, reason: str, detail: str = ""):
         self.row, self.field, self.reason = row, field, reason
         super().__init__(f"row {row}, field {field!r}: {reason}" + (f" ({detail})" if detail else ""))
+
+# %% ../nbs/01_data.ipynb #56252380
+class Rows(list):
+    "A data set's rows as dicts, with `column_names`, a column by name, `select`, `shuffle` and `filter` as `datasets.Dataset` has them."
+    @property
+    def column_names(self) -> list[str]: return list(self[0]) if len(self) else []
+    def __getitem__(self, key):
+        if isinstance(key, str): return [r[key] for r in self]   # a column
+        out = list.__getitem__(self, key)
+        return Rows(out) if isinstance(key, slice) else out
+    def select(self, indices: Iterable[int]) -> Rows: return Rows(list.__getitem__(self, int(i)) for i in indices)
+    def shuffle(self, seed: int = 0) -> Rows: return self.select(np.random.default_rng(seed).permutation(len(self)))
+    def filter(self, keep: Callable[[dict], bool]) -> Rows: return Rows(r for r in self if keep(r))
+    def to_dataset(self):
+        "The rows as a `datasets.Dataset` (needs the `datasets` package)."
+        import datasets
+        return datasets.Dataset.from_list(list(self))
+    def __repr__(self) -> str: return f"Rows({len(self)} rows: {', '.join(self.column_names)})"
 
 # %% ../nbs/01_data.ipynb #d0062069
 ROLES = ("system", "user", "assistant")
@@ -74,7 +92,7 @@ def _check_one_format(records: list[dict]):
             raise RowError(row, field, "mixed formats", "strings and message lists in one data set; convert to one")
 
 def collect_rows(rows: Iterable[dict], to_record: Callable[[int, dict], dict], strict: bool = False,
-                 source: str = "data") -> datasets.Dataset:
+                 source: str = "data") -> Rows:
     "Records from `to_record(i, row)` for every row; bad rows raise (`strict`) or are skipped and reported."
     records, skipped = [], defaultdict(list)
     for i, row in enumerate(rows):
@@ -84,7 +102,7 @@ def collect_rows(rows: Iterable[dict], to_record: Callable[[int, dict], dict], s
             skipped[e.reason].append(e.row)
     if not records: raise DataError(f"{source}: no usable rows (skipped: {dict(skipped) or 'none'})")
     _check_one_format(records)
-    ds = datasets.Dataset.from_list(records)
+    ds = Rows(records)
     ds.skipped_rows = dict(skipped)
     if skipped:
         counts = ", ".join(f"{len(v)} {k}" for k, v in skipped.items())
@@ -121,7 +139,7 @@ def _hh_record(i: int, row: dict) -> dict:
     return check_pair(i, msgs, answer(chosen), answer(rejected))
 
 def load_hh(path_or_name: str | Path = "Anthropic/hh-rlhf", split: str = "train", data_dir: str | None = None,
-            strict: bool = False) -> datasets.Dataset:
+            strict: bool = False) -> Rows:
     "Anthropic HH-RLHF as conversational prompt/chosen/rejected; `data_dir` picks e.g. 'harmless-base' on the hub."
     rows = read_rows(path_or_name, split, **({"data_dir": data_dir} if data_dir else {}))
     return collect_rows(rows, _hh_record, strict, "load_hh")
@@ -147,7 +165,7 @@ def _tldr_record(i: int, row: dict) -> dict:
     return check_pair(i, prompt, texts[choice], texts[1 - choice])
 
 def load_tldr(path_or_name: str | Path = "openai/summarize_from_feedback", split: str = "train",
-              strict: bool = False) -> datasets.Dataset:
+              strict: bool = False) -> Rows:
     "OpenAI TL;DR comparisons as prompt/chosen/rejected strings (hub config 'comparisons')."
     hub = {} if Path(path_or_name).exists() else {"name": "comparisons"}
     return collect_rows(read_rows(path_or_name, split, **hub), _tldr_record, strict, "load_tldr")
@@ -161,7 +179,7 @@ def _chat_record(i: int, row: dict) -> dict:
     rejected = _messages(row.get("non_preferred_output"), i, "non_preferred_output")
     return check_pair(i, prompt, chosen, rejected)
 
-def load_chat_pairs(path_or_name: str | Path, split: str = "train", strict: bool = False) -> datasets.Dataset:
+def load_chat_pairs(path_or_name: str | Path, split: str = "train", strict: bool = False) -> Rows:
     "Pairs stored as `input.messages` + `preferred_output` / `non_preferred_output` message lists."
     return collect_rows(read_rows(path_or_name, split), _chat_record, strict, "load_chat_pairs")
 
@@ -186,13 +204,12 @@ def _trl_record(i: int, row: dict) -> dict:
     else: raise RowError(i, "prompt", "missing field")
     return check_pair(i, prompt, chosen, rejected)
 
-def load_trl(path_or_name: str | Path, split: str = "train", strict: bool = False) -> datasets.Dataset:
+def load_trl(path_or_name: str | Path, split: str = "train", strict: bool = False) -> Rows:
     "A data set in TRL's paired (prompt/chosen/rejected) or unpaired (prompt/completion/label) format."
     return collect_rows(read_rows(path_or_name, split), _trl_record, strict, "load_trl")
 
 # %% ../nbs/01_data.ipynb #064d8409
-def to_unpaired(ds: datasets.Dataset, desirable_fraction: float = 1.0, undesirable_fraction: float = 1.0,
-                seed: int = 0) -> datasets.Dataset:
+def to_unpaired(ds: Rows, desirable_fraction: float = 1.0, undesirable_fraction: float = 1.0, seed: int = 0) -> Rows:
     "Each pair as one desirable and one undesirable item (TRL's prompt/completion/label), optionally subsampled."
     for name, f in [("desirable_fraction", desirable_fraction), ("undesirable_fraction", undesirable_fraction)]:
         if not 0 < f <= 1: raise ValueError(f"{name} must be in (0, 1], got {f}")
@@ -203,7 +220,7 @@ def to_unpaired(ds: datasets.Dataset, desirable_fraction: float = 1.0, undesirab
     for i, r in enumerate(ds):
         if i in keep_good: items.append(dict(prompt=r["prompt"], completion=r["chosen"], label=True, row=r["row"]))
         if i in keep_bad: items.append(dict(prompt=r["prompt"], completion=r["rejected"], label=False, row=r["row"]))
-    return datasets.Dataset.from_list(items)
+    return Rows(items)
 
 # %% ../nbs/01_data.ipynb #78bae104
 PLAIN_MARKERS = {"system": "\n<|system|>\n", "user": "\n<|user|>\n", "assistant": "\n<|assistant|>\n"}
@@ -213,7 +230,7 @@ def prompt_text(prompt: str | list[dict]) -> str:
     if isinstance(prompt, str): return prompt
     return "".join(PLAIN_MARKERS[m["role"]] + m["content"] for m in prompt)
 
-def split_by_prompt(ds: datasets.Dataset, test_size: float = 0.1, seed: int = 0) -> datasets.DatasetDict:
+def split_by_prompt(ds: Rows, test_size: float = 0.1, seed: int = 0) -> dict[str, Rows]:
     "Deterministic train/test split in which no prompt appears on both sides."
     keys = [prompt_text(p) for p in ds["prompt"]]
     unique = sorted(set(keys))
@@ -223,4 +240,4 @@ def split_by_prompt(ds: datasets.Dataset, test_size: float = 0.1, seed: int = 0)
     test_keys = set(unique[:n_test])
     test_idx = [i for i, k in enumerate(keys) if k in test_keys]
     train_idx = [i for i, k in enumerate(keys) if k not in test_keys]
-    return datasets.DatasetDict(train=ds.select(train_idx), test=ds.select(test_idx))
+    return {"train": ds.select(train_idx), "test": ds.select(test_idx)}

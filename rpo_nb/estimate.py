@@ -15,11 +15,12 @@ from .config import RunConfig
 from .scoring import autocast_context, batched_logps, Items, make_items, scoring_batches
 from .step import batch_loss, contrast_step, _is_deepspeed, kto_reference_point, micro_batches
 from .checkpoints import make_optimizer
-from .stage import contrast_layout, _epoch_batches, _stage_settings
+from .stage import contrast_layout, deepspeed_config, _epoch_batches, _stage_settings
 
 # %% auto #0
-__all__ = ['PHASES', 'MEMORY_ALLOWANCE', 'ALLOCATOR_RESERVE', 'measure_phases', 'estimate_memory', 'gpu_total_memory',
-           'parse_memory', 'memory_report', 'fitting_settings', 'estimate_summary', 'predict_stage_memory']
+__all__ = ['PHASES', 'MEMORY_ALLOWANCE', 'ALLOCATOR_RESERVE', 'ZERO_DEFAULTS', 'measure_phases', 'estimate_memory',
+           'gpu_total_memory', 'parse_memory', 'memory_report', 'fitting_settings', 'estimate_summary',
+           'zero_allowance', 'predict_stage_memory']
 
 # %% ../nbs/15_estimate.ipynb #363162e3
 def _longest_items(cfg: RunConfig, n: int, kind: str) -> Items:
@@ -57,6 +58,7 @@ def _fake_optimizer(cfg: RunConfig, params: list, device: str):
 
 def _run_batches(cfg: RunConfig, items: Items, global_batch: int) -> list[list[int]]:
     "The contrast batches a stage with `cfg` goes through, epoch after epoch, as `stage_batch` hands them out."
+    cfg = dataclasses.replace(cfg, contrast_sets="random")   # similar sets group prompts, not lengths: as many, drawn at random
     per_epoch = len(_epoch_batches(cfg, items, global_batch, 0))
     accum = cfg.gradient_accumulation_steps
     n = accum * (cfg.max_steps or max(1, math.ceil(per_epoch // accum * cfg.num_epochs)))
@@ -96,6 +98,10 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
     heavy = lambda items: [Items([items.groups[i] for i in b], [""] * len(b), None, items.paired)
                            for b in _heaviest(items, scoring_batches(items, cfg.eval_batch_size))]
     trainable = [p for p in policy.parameters() if p.requires_grad]
+    # the step peaks in the backward of its heaviest micro-batch, or of the next one, once the LoRA gradients exist: those
+    # two (the longest, as `micro_batches` orders them) stand for the whole contrast batch; packed in host memory, uncounted
+    steps = [sorted(idx, key=lambda i: -train.lengths[i])[:2 * cfg.micro_batch_size] for idx in steps]
+    packed = [micro_batches(train, idx, cfg.micro_batch_size, 0, cfg.share_prompt) for idx in steps]
     with mode:   # the loss's tables: a run keeps them in CPU memory, so they are made fake but not counted
         reference = torch.zeros(len(train), 2 if train.paired else 1)
         embeddings = torch.zeros(len(train), 384) if "embeddings" in LOSSES[cfg.loss].needs and cfg.use_embeddings else None
@@ -106,22 +112,16 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
                 with memory_phase("reference pass"), reference_mode(policy): batched_logps(policy, batch, **kw)
         optimizer = _fake_optimizer(cfg, trainable, device)
         # twice the first: from the second step on, the optimiser's state is there while the step runs
-        for idx in ([steps[0]] + steps if steps and "training step" in phases else []):
-            # the step peaks in the backward of its heaviest micro-batch, or of the next one, once the LoRA gradients
-            # exist: those two (the longest, as `micro_batches` orders them) stand for the whole contrast batch
-            idx = sorted(idx, key=lambda i: -train.lengths[i])[:2 * cfg.micro_batch_size]
+        for idx, (mbs, pos) in (zip([steps[0]] + steps, [packed[0]] + packed) if steps and "training step" in phases else []):
             with memory_phase("training step"):
                 policy.train()
+                # the step moves one micro-batch's inputs to the device at a time, as it runs it: the largest one's count
+                on_device = [t.clone() for t in max(mbs, key=lambda b: b["input_ids"].numel()).values() if torch.is_tensor(t)]
                 z = kto_reference_point(policy, train, idx, cfg, 0) if "kl" in LOSSES[cfg.loss].needs else None
                 with autocast_context(mp, "cpu"):
-                    mbs, pos = micro_batches(train, idx, cfg.micro_batch_size, 0, cfg.share_prompt)
-                    # unpaired losses split a batch by a boolean mask, which fake tensors cannot size; their loss over
-                    # a few numbers allocates nothing worth counting, so a sum stands in for it
                     n_tok = train.n_tokens()[idx] if "n_tokens" in LOSSES[cfg.loss].needs else None
-                    fn = ((lambda lp: (lp.sum(), {})) if kind == "unpaired" else
-                          (lambda lp: batch_loss(cfg, lp, idx, train, reference, embeddings, n_tok, z)))
-                    contrast_step(policy, mbs, pos, fn)
-                del mbs, pos
+                    contrast_step(policy, mbs, pos, lambda lp: batch_loss(cfg, lp, idx, train, reference, embeddings, n_tok, z))
+                del on_device
                 with memory_kind("optimizer state"):
                     torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
                     optimizer.step()
@@ -135,8 +135,9 @@ MEMORY_ALLOWANCE = {"CUDA context": 0.5 * 2**30}   # the context and kernels of 
 ALLOCATOR_RESERVE = 0.05                            # blocks the caching allocator holds beyond live tensors, share of the peak
 
 def estimate_memory(cfg: RunConfig, device: str = "cuda", data: dict | None = None, processes: int = 1,
-                    gpu_memory: float | None = None, phases: tuple[str, ...] = PHASES, known: dict | None = None) -> dict:
-    "Peak GPU memory of each phase of a run of `cfg` (bytes, by kind), from fake tensors at two depths extrapolated to the model's; `known`: phases not rerun."
+                    gpu_memory: float | None = None, phases: tuple[str, ...] = PHASES, known: dict | None = None,
+                    deepspeed: dict | None = None) -> dict:
+    "Peak GPU memory of each phase of a run of `cfg` (bytes, by kind), from fake tensors at two depths extrapolated to the model's; `known`: phases not rerun; `deepspeed`: its config."
     depth = model_config(cfg.model).get_text_config().num_hidden_layers
     if depth <= 3: measured = measure_phases(cfg, device, None, data, processes, phases)
     else:   # every decoder layer is the same: what one more layer adds, times the layers left
@@ -146,7 +147,12 @@ def estimate_memory(cfg: RunConfig, device: str = "cuda", data: dict | None = No
     peak_phase = max(phases, key=lambda ph: phases[ph]["peak"])
     tensors = phases[peak_phase]["peak"]
     allowance = {**MEMORY_ALLOWANCE, "allocator reserve": ALLOCATOR_RESERVE * tensors}
-    if processes > 1:   # DDP reduces gradients through buckets of their own size
+    if deepspeed is not None:   # ZeRO's own buffers (and partitions), in the engine's dtype: bf16/fp16 under autocast on a GPU
+        item = 4 if autocast_precision(cfg.dtype if cfg.dtype != "auto" else "bfloat16", device) == "no" else 2
+        text = model_config(cfg.model).get_text_config()
+        allowance.update(zero_allowance(deepspeed, phases[peak_phase]["LoRA weights"], phases[peak_phase]["frozen weights"],
+                                        depth, processes, item, text.vocab_size * text.hidden_size * item))
+    elif processes > 1:   # DDP reduces gradients through buckets of their own size
         allowance["DDP gradient buckets"] = max(p["LoRA weights"] for p in phases.values())
     need = tensors + sum(allowance.values())
     gpu = gpu_memory if gpu_memory is not None else gpu_total_memory(device)
@@ -216,16 +222,43 @@ def estimate_summary(cfg: RunConfig, gpu_memory: float | None = None, device: st
         lines.append("fits with (each alone): " + ", ".join(f"{k} {v}" if v else f"no {k}" for k, v in sizes.items()))
     return "\n".join(lines)
 
+# %% ../nbs/15_estimate.ipynb #95cb623d
+ZERO_DEFAULTS = {"reduce_bucket_size": 5e8, "contiguous_gradients": True, "stage3_prefetch_bucket_size": 5e7,
+                 "stage3_max_live_parameters": 1e9}   # DeepSpeed's
+
+def zero_allowance(deepspeed: dict, lora_bytes: float, frozen_bytes: float, layers: int, processes: int, itemsize: int = 2,
+                   largest_bytes: float = 0) -> dict:
+    "What DeepSpeed's ZeRO holds beyond the step's tensors (bytes, by name): buckets, float32 masters, ZeRO-3's partitions."
+    zero = {k: v for k, v in deepspeed.get("zero_optimization", {}).items() if v != "auto"}
+    stage = int(zero.get("stage", 0))
+    z = {**ZERO_DEFAULTS, "overlap_comm": stage == 3, **zero}   # DeepSpeed overlaps communication by default under ZeRO-3 only
+    flags = [deepspeed.get(k, {}).get("enabled") for k in ("bf16", "fp16")]   # the engine's own dtype, where the config says it
+    itemsize = 2 if True in flags else 4 if flags.count(False) == 2 else itemsize
+    out = {}
+    if stage: out["ZeRO float32 masters and gradients"] = 2 * lora_bytes / processes   # the LoRA weights are float32 already
+    if stage in (1, 2) and z["contiguous_gradients"]:   # ZeRO-1 stages the float32 accumulation, ZeRO-2 the low-precision one
+        out["ZeRO gradient bucket"] = z["reduce_bucket_size"] * (4 if stage == 1 else itemsize) * (2 if z["overlap_comm"] else 1)
+    if stage == 3:
+        out["ZeRO-3 gradient bucket"] = z["reduce_bucket_size"] * itemsize
+        out["ZeRO-3 prefetch bucket"] = z["stage3_prefetch_bucket_size"] * itemsize
+        out["ZeRO-3 weights on the other processes"] = -frozen_bytes * (1 - 1 / processes)
+        # what is gathered at once: a decoder layer, or the head while the log-probs are chunked (2× a layer at 128k tokens)
+        out["ZeRO-3 weights gathered"] = min(max(frozen_bytes / layers, largest_bytes), z["stage3_max_live_parameters"] * itemsize)
+    return out
+
 # %% ../nbs/15_estimate.ipynb #916c74b6
 def predict_stage_memory(cfg: RunConfig, data: dict, accelerator, stage: str = "pref") -> dict | None:
     "On a GPU, before a stage loads anything: its estimate on its own data, in one printed line (a warning if it will not fit)."
     from accelerate.utils import DistributedType
     device = str(accelerator.device)
-    sharded = accelerator.distributed_type == DistributedType.FSDP or (
-        _is_deepspeed(accelerator) and accelerator.state.deepspeed_plugin.zero_stage == 3)
-    if not device.startswith("cuda") or sharded: return None   # sharded weights: the one-GPU estimate would overstate them
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if not device.startswith("cuda") or fsdp: return None   # FSDP's shards: the one-GPU estimate would overstate them
     scfg, _, epochs, cap = _stage_settings(cfg, stage)   # the stage's loss and length
-    try: est = estimate_memory(dataclasses.replace(scfg, num_epochs=epochs, max_steps=cap), device, data, accelerator.num_processes)
+    try:
+        ds = (deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, model_config(cfg.model).get_text_config().hidden_size)
+              if _is_deepspeed(accelerator) else None)   # its 'auto' values as the run will fill them
+        est = estimate_memory(dataclasses.replace(scfg, num_epochs=epochs, max_steps=cap), device, data, accelerator.num_processes,
+                              deepspeed=ds)
     except Exception as e:   # advisory: a model or setting the estimate cannot model (int8, custom code) must not stop the run
         if accelerator.is_main_process: warnings.warn(f"memory estimate skipped ({type(e).__name__}: {e})", stacklevel=2)
         return None

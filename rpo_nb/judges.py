@@ -11,8 +11,8 @@ import torch
 
 from .sources import load_tokenizer, resolve_pretrained
 from .tokens import answer_end_id, encode_answers, format_prompt
-from .batches import pad_token_id
-from .model import autocast_precision, reference_mode
+from .batches import pad_token_id, to_device
+from .model import autocast_precision, default_device, reference_mode, resolve_precision
 from .logprobs import SequenceLogProbs
 from .scoring import batched_logps, Items
 from .eval import load_trained, run_reference, run_settings, wilson_interval
@@ -95,38 +95,61 @@ class LLMJudge:
 # %% ../nbs/17_judges.ipynb #b1868bba
 class RewardModelJudge:
     "Pairwise judge from a sequence-classification reward model: the answer with the higher score wins."
-    def __init__(self, path: str | Path, batch_size: int = 8, max_length: int = 1024, device: str | None = None):
+    def __init__(self, path: str | Path, batch_size: int = 8, max_length: int = 1024, device: str | None = None,
+                 dtype: str | torch.dtype = "auto"):
         import transformers
         src = resolve_pretrained(path)
+        self.device = device or default_device()   # a 7-8B reward model scores for hours on a CPU
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(src)
         if self.tokenizer.pad_token is None: self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(src).eval()
-        if device: self.model.to(device)
+        dt = resolve_precision("none", dtype, self.device)[1]   # 'auto': bf16 (fp16 before Ampere) on a GPU, float32 on a CPU
+        try: self.model = transformers.AutoModelForSequenceClassification.from_pretrained(src, dtype=dt).to(self.device).eval()
+        except torch.cuda.OutOfMemoryError:
+            raise RuntimeError(f"the reward model {path} in {dt} does not fit {self.device}: give the judge device='cpu' (slow), "
+                               f"a GPU with more memory, or a smaller reward model") from None
         if self.model.config.pad_token_id is None: self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.batch_size, self.max_length = batch_size, max_length
 
-    def texts(self, prompts: list, answers: list[str]) -> list[str]:
-        "Each (prompt, answer) as the reward model reads it: its chat template, else the plain format."
-        texts = []
+    def encode(self, prompts: list, answers: list[str]) -> list[list[int]]:
+        "Token ids of each (prompt, answer) as the reward model reads it: its chat template (one BOS), else the plain format."
+        tok, out = self.tokenizer, []
         for p, a in zip(prompts, answers):
             msgs = ([{"role": "user", "content": p}] if isinstance(p, str) else list(p)) + [{"role": "assistant", "content": a}]
-            texts.append(self.tokenizer.apply_chat_template(msgs, tokenize=False) if self.tokenizer.chat_template
-                         else f"{format_prompt(p, self.tokenizer)}{a}")
-        return texts
+            text = tok.apply_chat_template(msgs, tokenize=False) if tok.chat_template else f"{format_prompt(p, tok)}{a}"
+            # a template that writes the BOS itself (Llama 3, Gemma, Mistral) must not get a second one from the tokenizer
+            out.append(tok(text, add_special_tokens=not (tok.bos_token and text.startswith(tok.bos_token)))["input_ids"])
+        return out
 
     @torch.no_grad()
     def scores(self, prompts: list, answers: list[str]) -> torch.Tensor:
-        "One reward per (prompt, answer)."
-        texts, out = self.texts(prompts, answers), []
-        for s in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(texts[s:s + self.batch_size], return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
-            out.append(self.model(**{k: v.to(self.model.device) for k, v in enc.items()}).logits[:, 0].float().cpu())
-        return torch.cat(out)
+        "One reward per (prompt, answer): the score head at the answer's last real token."
+        ids, out, pid = [x[:self.max_length] for x in self.encode(prompts, answers)], [], self.tokenizer.pad_token_id
+        # transformers pools at the last token that is not the pad id: with pad = EOS that is the token before an answer's
+        # closing EOS. The head's input at each row's own last token does not depend on the ids; the head runs in float32
+        head, seen = getattr(self.model, "score", None), {}
+        hook = head.register_forward_hook(lambda m, i, o: seen.update(hidden=i[0])) if head is not None else None
+        try:
+            for s in range(0, len(ids), self.batch_size):
+                rows = ids[s:s + self.batch_size]; n = max(map(len, rows))
+                enc = {"input_ids": torch.tensor([r + [pid] * (n - len(r)) for r in rows]),
+                       "attention_mask": torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])}
+                logits = self.model(**to_device(enc, self.device)).logits
+                last = to_device(torch.tensor([len(r) - 1 for r in rows]), self.device)
+                if hook is not None:
+                    h = seen["hidden"][torch.arange(len(rows), device=last.device), last].float()
+                    logits = torch.nn.functional.linear(h, head.weight.float(), None if head.bias is None else head.bias.float())
+                out.append(logits[:, 0].float())
+        finally:
+            if hook is not None: hook.remove()
+        scores = torch.cat(out).cpu() if out else torch.zeros(0)
+        if not torch.isfinite(scores).all():   # NaN compares false both ways: every verdict would be a silent tie
+            raise RuntimeError(f"the reward model gives non-finite scores in {self.model.dtype} ({int((~torch.isfinite(scores)).sum())} "
+                               f"of {len(scores)}): fp16 overflows some families (Gemma): use dtype='float32' or a GPU with bf16")
+        return scores
 
     def judgeable(self, prompts: list, answers: list[str]) -> list[bool]:
         "Whether each answer is non-empty and fits `max_length` with its prompt (else it would be scored cut)."
-        return [bool(a.strip()) and len(self.tokenizer(t)["input_ids"]) <= self.max_length
-                for a, t in zip(answers, self.texts(prompts, answers))]
+        return [bool(a.strip()) and len(x) <= self.max_length for a, x in zip(answers, self.encode(prompts, answers))]
 
     def __call__(self, prompts, candidates, baselines) -> list[str | None]:
         candidates, baselines = [clean_answer(a) for a in candidates], [clean_answer(a) for a in baselines]

@@ -58,11 +58,11 @@ class SequenceLogProbs(torch.nn.Module):
     def get_input_embeddings(self): return self.language_model().get_input_embeddings()     # FSDP shards these two
     def get_output_embeddings(self): return self.language_model().get_output_embeddings()   # in units of their own
 
-    def forward(self, input_ids, attention_mask, position_ids, token_index, token_targets, token_sequence,
-                n_sequences: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids, attention_mask, position_ids, token_index, token_targets,
+                token_counts) -> tuple[torch.Tensor, torch.Tensor]:
         lm = self.language_model()
         cfg = lm.config.get_text_config()
-        if attention_mask.ndim == 4:
+        if attention_mask is not None and attention_mask.ndim == 4:
             impl = cfg._attn_implementation
             if impl not in ("sdpa", "eager"): raise ValueError(f"shared-prompt packing needs sdpa or eager attention, not {impl}")
             if impl == "eager": attention_mask = torch.zeros(attention_mask.shape, device=attention_mask.device).masked_fill(~attention_mask, torch.finfo(torch.float32).min)
@@ -76,9 +76,10 @@ class SequenceLogProbs(torch.nn.Module):
             args = (hidden[s:s + self.chunk_size], targets[s:s + self.chunk_size], head, scale, softcap)
             parts.append(checkpoint(_token_logps, *args, use_reentrant=False) if torch.is_grad_enabled() else _token_logps(*args))
         tok = torch.cat(parts) if parts else _upcast(hidden.new_zeros(0))
-        owner = token_sequence.to(tok.device)
-        logps = tok.new_zeros(n_sequences).index_add(0, owner, tok)
-        return logps, tok.new_zeros(n_sequences).index_add(0, owner, torch.ones_like(tok))
+        counts = token_counts.to(tok.device)
+        # each sequence's tokens are one run of `tok`: a segmented sum adds a run's values in one fixed order, on a GPU
+        # too (index_add's float atomics add them in whatever order the threads arrive: the last bits vary run to run)
+        return torch.segment_reduce(tok, "sum", lengths=counts, unsafe=True), counts.to(tok.dtype)
 
 # %% ../nbs/07_logprobs.ipynb #fd79d684
 def naive_sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -201,8 +201,10 @@ def fake_base(config, quantization: str = "nf4", dtype: torch.dtype = torch.bflo
     import transformers
     config = copy.deepcopy(config)
     if layers is not None: config.get_text_config().num_hidden_layers = layers
-    # FlashAttention's kernels cannot run on fake tensors; sdpa's memory-efficient kernel holds the same (no T × T scores)
-    attn = "sdpa" if attn_implementation in (None, "flash_attention_2") else attn_implementation
+    # FlashAttention's kernels cannot run on fake tensors; sdpa's memory-efficient kernel holds the same (no T × T scores).
+    # Left to transformers, a model gets sdpa where its class supports it, else eager attention (Gemma-2: T × T scores)
+    sdpa = getattr(transformers.AutoModelForCausalLM._model_mapping[type(config)], "_supports_sdpa", True)
+    attn = ("sdpa" if sdpa else "eager") if attn_implementation in (None, "flash_attention_2") else attn_implementation
     with torch.device("meta"):   # built on the meta device: no memory, no initialisation
         base = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     if quantization == "nf4":    # as transformers' bitsandbytes loader: every linear layer but the output head

@@ -13,15 +13,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .sources import cache_path, model_source
-from .batches import pack_sequences
+from .batches import pack_sequences, to_device
 from .losses import preference_metrics
 from .model import reference_mode, resolve_precision, unwrap
 from .memory import memory_phase
-from .config import RunConfig
+from .config import RunConfig, RunError
 
 # %% auto #0
 __all__ = ['Items', 'make_items', 'autocast_context', 'scoring_batches', 'batched_logps', 'resolved_settings', 'reference_key',
-           'reference_logps', 'heldout_metrics']
+           'nonfinite_message', 'reference_logps', 'heldout_metrics']
 
 # %% ../nbs/10_scoring.ipynb #02470e52
 @dataclass
@@ -38,22 +38,20 @@ class Items:
         "Scored tokens per sequence, in item order."
         return torch.tensor([sum(l != -100 for l in s["labels"][1:]) for g in self.groups for s in g], dtype=torch.float32)
 
-def make_items(ds, kind: str) -> Items:
-    "Items of a tokenised split for a loss kind: 'paired', 'unpaired' or 'sft'."
+def make_items(ds, kind: str, embed_prompt: str = "plain") -> Items:
+    "Items of a tokenised split for a loss kind ('paired', 'unpaired' or 'sft'); their prompts as `embed_prompt` says (plain or model)."
     seq = lambda r, p: {"input_ids": r[p + "input_ids"], "labels": r[p + "labels"]}
+    text = {"plain": "prompt_text", "model": "model_prompt_text"}[embed_prompt]
     if "chosen_input_ids" in ds.column_names:
-        if kind == "sft": return Items([[seq(r, "chosen_")] for r in ds], list(ds["prompt_text"]), None, False)
+        if kind == "sft": return Items([[seq(r, "chosen_")] for r in ds], list(ds[text]), None, False)
         if kind == "unpaired": raise ValueError("unpaired losses need unpaired items (run_data converts pairs)")
-        return Items([[seq(r, "chosen_"), seq(r, "rejected_")] for r in ds], list(ds["prompt_text"]), None, True)
+        return Items([[seq(r, "chosen_"), seq(r, "rejected_")] for r in ds], list(ds[text]), None, True)
     if kind == "paired": raise ValueError("paired losses need paired data (prompt/chosen/rejected)")
     rows = [r for r in ds if kind == "unpaired" or r["label"]]
-    return Items([[seq(r, "")] for r in rows], [r["prompt_text"] for r in rows],
+    return Items([[seq(r, "")] for r in rows], [r[text] for r in rows],
                  [bool(r["label"]) for r in rows] if kind == "unpaired" else None, False)
 
 # %% ../nbs/10_scoring.ipynb #9d40dc9f
-def _device_batch(batch: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
 def autocast_context(mixed_precision: str, device) -> contextlib.AbstractContextManager:
     "The autocast accelerate wraps a prepared model's forward in for `mixed_precision` (bf16/fp16), or no autocast."
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
@@ -66,7 +64,7 @@ def scoring_batches(items: Items, batch_size: int) -> list[list[int]]:
 
 @torch.no_grad()
 def batched_logps(model, items: Items, batch_size: int, pad_id: int, accelerator=None, share_prompt: bool = True,
-                  desc: str | None = None, split: bool = True, mixed_precision: str = "no") -> torch.Tensor:
+                  desc: str | None = None, split: bool = True, mixed_precision: str = "no", to_cpu: bool = True) -> torch.Tensor:
     "Summed log-probs of every sequence of `items` (n_items × sequences per item), without gradients, in eval mode; `split`: over processes."
     batches = scoring_batches(items, batch_size)
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator and split else (0, 1)
@@ -86,17 +84,19 @@ def batched_logps(model, items: Items, batch_size: int, pad_id: int, accelerator
         with amp:
             for k in tqdm(range(rounds), desc=desc, disable=desc is None or rank > 0, leave=False):
                 b = mine[k] if k < len(mine) else batches[0]   # a process out of batches repeats one and drops the result
-                lp = model(**_device_batch(pack_sequences([items.groups[i] for i in b], pad_id, share_prompt), device))[0]
+                lp = model(**to_device(pack_sequences([items.groups[i] for i in b], pad_id, share_prompt), device))[0]
                 if k >= len(mine): continue
                 lp = lp if lp.dtype == torch.float64 else lp.float()   # float32 at least; a float64 model keeps its precision
-                for i, v in zip(b, lp.cpu().reshape(len(b), per_item)): results[i] = v
+                for i, v in zip(b, lp.reshape(len(b), per_item)): results[i] = v   # still on the device: no wait per batch
     finally: model.train(was_training)
+    if results and (to_cpu or world > 1):   # one transfer for the whole pass
+        results = dict(zip(results, torch.stack(list(results.values())).cpu()))
     if world > 1:
         from accelerate.utils import gather_object
         merged = {}
         for part in gather_object([results]): merged.update(part)
         results = merged
-    return torch.stack([results[i] for i in range(len(items))]) if len(items) else torch.zeros(0, per_item)
+    return torch.stack([results[i] for i in range(len(items))]) if len(items) else torch.zeros(0, per_item, device="cpu" if to_cpu else device)
 
 # %% ../nbs/10_scoring.ipynb #4eb9601c
 def _file_digest(path: Path) -> str:
@@ -113,9 +113,14 @@ def resolved_settings(cfg: RunConfig, device: str = "cpu", mixed_precision: str 
     for lib in ("torch", "transformers", "peft", "bitsandbytes"):
         try: versions[lib] = md.version(lib)
         except md.PackageNotFoundError: versions[lib] = None
+    on_gpu = str(device).startswith("cuda") and torch.cuda.is_available()
+    gpu = torch.cuda.get_device_name(torch.device(device)) if on_gpu else None   # A100, H100 and L4 round differently
     return {"model": model_source(cfg.model), "quantization": q, "dtype": str(dt).removeprefix("torch."),
-            "mixed_precision": mixed_precision, "device": str(device).split(":")[0], "backend": backend,
-            "attn_implementation": cfg.attn_implementation, "share_prompt": cfg.share_prompt, "versions": versions}
+            "mixed_precision": mixed_precision, "device": str(device).split(":")[0], "gpu": gpu, "backend": backend,
+            "attn_implementation": cfg.attn_implementation, "share_prompt": cfg.share_prompt,
+            "eval_batch_size": cfg.eval_batch_size,   # a batch's padding and shape choose the kernels, and so the last bits
+            "deterministic": cfg.deterministic,       # other kernels again
+            "versions": versions}
 
 def _backend(accelerator) -> str:
     "How a prepared model computes: FSDP casts weights rather than autocasting, DeepSpeed casts the module; the rest alike."
@@ -134,6 +139,16 @@ def reference_key(cfg: RunConfig, items: Items, adapter: str | Path | None, devi
             h.update(np.asarray(s["input_ids"], dtype=np.int64).tobytes()); h.update(np.asarray(s["labels"], dtype=np.int64).tobytes())
     return h.hexdigest()[:24]
 
+def nonfinite_message(model, logps: torch.Tensor, mixed_precision: str = "no") -> str:
+    "One line for a run whose reference log-probs are not finite: the model family, the precision, and what to do."
+    family, bad = getattr(unwrap(model).config, "model_type", "the model"), int((~torch.isfinite(logps)).reshape(len(logps), -1).any(-1).sum())
+    where = f"{bad} of {len(logps)} items of the reference pass"
+    if mixed_precision == "fp16" or unwrap(model).dtype == torch.float16:   # fp16 autocast (a T4), or fp16 weights
+        return (f"{family} gives non-finite log-probs in fp16 ({where}): its activations overflow fp16's range. Use dtype: "
+                f"bfloat16 on a GPU that has it (compute capability 8.0 on: A100, L4, H100, RTX 30xx), else dtype: float32 "
+                f"(`rpo_train --config ... --dtype float32 --estimate` shows the memory that costs)")
+    return f"{family} gives non-finite log-probs ({where}, mixed precision {mixed_precision}): check the model's weights and the data"
+
 def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=None, accelerator=None,
                     mixed_precision: str = "no") -> torch.Tensor:
     "The reference policy's log-probs of every sequence, from the disk cache or computed once with `reference_mode`."
@@ -142,11 +157,14 @@ def reference_logps(model, items: Items, cfg: RunConfig, pad_id: int, adapter=No
     device = str(accelerator.device) if accelerator is not None else str(next(unwrap(model).parameters()).device)
     mp = accelerator.mixed_precision if accelerator is not None else mixed_precision
     file = folder / f"{reference_key(cfg, items, adapter, device, mp, _backend(accelerator))}.pt"
-    if file.exists(): return torch.load(file, weights_only=True)
-    with memory_phase("reference pass", model), reference_mode(model):
-        ref = batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt,
-                            desc="reference log-probs" if cfg.progress else None, mixed_precision=mp)
-    if accelerator is None or accelerator.is_main_process:
+    if file.exists(): ref = torch.load(file, weights_only=True)
+    else:
+        with memory_phase("reference pass", model), reference_mode(model):
+            ref = batched_logps(model, items, cfg.eval_batch_size, pad_id, accelerator, cfg.share_prompt,
+                                desc="reference log-probs" if cfg.progress else None, mixed_precision=mp)
+    # every process holds the whole table: all of them stop here together, before a step could skip on it
+    if not torch.isfinite(ref).all(): raise RunError(nonfinite_message(model, ref, mp))
+    if not file.exists() and (accelerator is None or accelerator.is_main_process):
         tmp = file.with_suffix(f".tmp{os.getpid()}"); torch.save(ref, tmp); tmp.replace(file)
     return ref
 

@@ -8,12 +8,11 @@ import gzip, hashlib, importlib.metadata, importlib.resources, importlib.util, j
 from pathlib import Path
 from typing import Iterable
 
-import datasets
 import torch
 
 # %% auto #0
 __all__ = ['SAMPLES', 'SMOLLM2_NAMES', 'TINY_MODEL', 'sample_path', 'DataError', 'read_records', 'read_rows', 'cache_path',
-           'hub_offline', 'resolve_pretrained', 'folder_fingerprint', 'model_source', 'load_tokenizer',
+           'hub_offline', 'resolve_pretrained', 'folder_fingerprint', 'hub_revision', 'model_source', 'load_tokenizer',
            'train_bpe_tokenizer']
 
 # %% ../nbs/00_sources.ipynb #19ae27c5
@@ -54,6 +53,10 @@ def read_rows(path_or_name: str | Path, split: str = "train", **hub_kwargs) -> I
     "Rows from a local file or folder (`save_to_disk`), else from the hub via `datasets.load_dataset`."
     p = Path(path_or_name)
     if p.is_file(): return read_records(p)
+    try: import datasets   # only here: local files need no `datasets`
+    except ImportError:
+        raise DataError(f"{str(path_or_name)!r} is not a local file; reading a `save_to_disk` folder or the hub needs the "
+                        f"`datasets` package (pip install datasets)") from None
     if p.is_dir():
         ds = datasets.load_from_disk(str(p))
         return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
@@ -161,12 +164,17 @@ def folder_fingerprint(folder: str | Path) -> str:
         if f.suffix == ".json" and st.st_size < 2**20: h.update(f.read_bytes())
     return h.hexdigest()[:16]
 
+def hub_revision(name: str) -> str | None:
+    "The commit of a hub id's copy in the Hugging Face cache (what loading it reads, once loaded), or None: no network, the same on every process."
+    snap = _hub_snapshot(name)
+    return Path(snap).name if snap else None
+
 def model_source(name_or_path: str | Path) -> dict:
     "The model actually used for `name_or_path`: where it loads from, its revision or fingerprint, and how it was made."
     path = resolve_pretrained(name_or_path)
     out = {"model": str(name_or_path), "path": path}
     if not Path(path).exists():
-        return {**out, "source": "hub", "revision": None}   # the snapshot's commit is known once loaded (see run summaries)
+        return {**out, "source": "hub", "revision": hub_revision(name_or_path)}   # a new commit on the hub: new weights
     if str(name_or_path) == TINY_MODEL: source = "tiny random Llama built locally (tests and demos of mechanics only)"
     elif Path(path).parent.name == "models" and Path(path).name == "SmolLM2-135M-Instruct" and not Path(str(name_or_path)).exists():
         gguf = _smollm2_gguf()

@@ -4,31 +4,36 @@
 
 # %% ../nbs/13_stage.ipynb #b486967f
 from __future__ import annotations
-import contextlib, dataclasses, json, math, typing
+import contextlib, copy, dataclasses, json, math, typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .batches import balanced_batches, length_grouped_batches, pad_token_id, random_batches
+from .batches import balanced_batches, length_grouped_batches, pad_token_id, random_batches, similar_batches
 from .embeddings import embed_prompts, release_embedders
 from .losses import LOSSES
 from .model import resolve_precision
 from .logprobs import build_policy
+from .memory import model_config
 from .config import RunConfig, RunError
 from .scoring import heldout_metrics, Items, make_items, reference_logps
 from .step import _is_deepspeed
 from .checkpoints import _checkpoints, _dtensor_type, load_checkpoint, make_optimizer, make_scheduler
 
 # %% auto #0
-__all__ = ['contrast_layout', 'Stage', 'prepare_stage', 'resume_stage', 'evaluate_before']
+__all__ = ['contrast_layout', 'Stage', 'deepspeed_config', 'prepare_stage', 'resume_stage', 'evaluate_before']
 
 # %% ../nbs/13_stage.ipynb #ea5ef6e7
-def _epoch_batches(cfg: RunConfig, items: Items, global_batch: int, epoch: int) -> list[list[int]]:
-    "The epoch's global contrast batches (full ones only): a pure function of seed and epoch."
+def _epoch_batches(cfg: RunConfig, items: Items, global_batch: int, epoch: int,
+                   embeddings: torch.Tensor | None = None) -> list[list[int]]:
+    "The epoch's global contrast batches (full ones only): a pure function of seed and epoch (and, for similar sets, the prompts' embeddings)."
     seed = cfg.seed * 1000 + epoch
-    if items.labels is not None:
+    if cfg.contrast_sets == "similar":
+        if embeddings is None: raise RunError("contrast_sets: similar groups the prompts by their embeddings, and none were computed")
+        batches = similar_batches(embeddings, global_batch, seed, items.labels)
+    elif items.labels is not None:
         batches, _ = balanced_batches(items.labels, global_batch, seed)
     elif cfg.group_by_length and not LOSSES[cfg.loss].batch_level:
         batches = length_grouped_batches(items.lengths, global_batch, seed)
@@ -89,6 +94,9 @@ def _deepspeed_settings(cfg: RunConfig, accelerator, backwards: int):
         raise RunError("DeepSpeed ZeRO-3 partitions the weights, which 4-bit/8-bit weights cannot be: use quantization: none, "
                        "ZeRO-2, or FSDP (accelerate_fsdp.yaml) to shard a quantised model")
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    if _autos(ds) or "optimizer" in ds or "scheduler" in ds:   # an HF-style config file: filled in place (accelerate reads this dict)
+        filled = deepspeed_config(ds, model_config(cfg.model).get_text_config().hidden_size)
+        ds.clear(); ds.update(filled)
     ds.update(train_micro_batch_size_per_gpu=cfg.micro_batch_size, gradient_accumulation_steps=backwards,
               gradient_clipping=cfg.max_grad_norm, train_batch_size=cfg.micro_batch_size * backwards * accelerator.num_processes)
 
@@ -115,6 +123,31 @@ def _fsdp_settings(cfg: RunConfig, accelerator):
         plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=dt, reduce_dtype=torch.float32, output_dtype=None)
 
 
+# %% ../nbs/13_stage.ipynb #c261656b
+_FILLED_LATER = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
+                 "fp16.enabled", "bf16.enabled", "zero_optimization.stage3_gather_16bit_weights_on_model_save")
+
+def _autos(d: dict, prefix: str = "") -> list[str]:
+    "Dotted names of a DeepSpeed config's 'auto' values."
+    return [n for k, v in d.items() for n in (_autos(v, f"{prefix}{k}.") if isinstance(v, dict) else [prefix + k] if v == "auto" else [])]
+
+def deepspeed_config(ds: dict, hidden_size: int) -> dict:
+    "A DeepSpeed config with Trainer-style 'auto' values as rpo_nb runs it: its own optimiser and schedule, buckets by the model."
+    ds = copy.deepcopy(ds)
+    for section in ("optimizer", "scheduler"):
+        fixed = {k: v for k, v in ds.get(section, {}).get("params", {}).items() if v != "auto"}
+        if fixed: raise RunError(f"the DeepSpeed config's {section} sets {fixed}: rpo_nb makes the optimiser and schedule from the "
+                                 f"run config (optimizer, learning_rate, weight_decay, lr_scheduler, warmup_steps); remove "
+                                 f"'{section}' from the DeepSpeed config, or leave its values 'auto'")
+        ds.pop(section, None)   # all 'auto': what the run config already says
+    zero = ds.get("zero_optimization", {})
+    for key, value in (("reduce_bucket_size", hidden_size ** 2), ("stage3_prefetch_bucket_size", int(0.9 * hidden_size ** 2)),
+                       ("stage3_param_persistence_threshold", 10 * hidden_size)):   # accelerate's own choice from a config
+        if zero.get(key) == "auto": zero[key] = value
+    left = [k for k in _autos(ds) if k not in _FILLED_LATER]
+    if left: raise RunError(f"the DeepSpeed config leaves {left} 'auto', which neither rpo_nb nor accelerate fills: give them values")
+    return ds
+
 # %% ../nbs/13_stage.ipynb #44b4eb3c
 def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
                   adapter: str | Path | None = None) -> Stage:
@@ -123,9 +156,10 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
     scfg, lr, epochs, step_cap = _stage_settings(cfg, stage)
     kind, world = LOSSES[scfg.loss].kind, accelerator.num_processes
     local_batch, global_batch = contrast_layout(cfg, world)
-    train_items = make_items(data["train"], kind)
+    train_items = make_items(data["train"], kind, cfg.embed_prompt)
     test_items = make_items(data["test"], "paired" if "chosen_input_ids" in data["test"].column_names else "unpaired")
-    per_epoch = len(_epoch_batches(scfg, train_items, global_batch, 0))
+    # similar sets come as many per epoch as random ones: counted before any embedding is computed
+    per_epoch = len(_epoch_batches(dataclasses.replace(scfg, contrast_sets="random"), train_items, global_batch, 0))
     accum = cfg.gradient_accumulation_steps
     if per_epoch < accum:
         raise RunError(f"{len(train_items)} training items do not fill one optimizer step of {accum} × {global_batch} items")
@@ -136,7 +170,7 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
         _deepspeed_settings(cfg, accelerator, accum * -(-local_batch // cfg.micro_batch_size))
     if fsdp: _fsdp_settings(cfg, accelerator)
     emb = None
-    if "embeddings" in LOSSES[scfg.loss].needs and cfg.use_embeddings:   # before the model loads; the embedder is freed after
+    if ("embeddings" in LOSSES[scfg.loss].needs and cfg.use_embeddings) or cfg.contrast_sets == "similar":   # before the model loads
         with accelerator.main_process_first(), _whole_models():
             emb = embed_prompts(train_items.prompts, cfg.embedder, cache_dir=Path(cfg.cache_dir) / "embeddings" if cfg.cache_dir else None)
         release_embedders()

@@ -7,13 +7,14 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 
-from .batches import pack_sequences
+from .batches import pack_sequences, to_device
 from .embeddings import distance_weights
 from .losses import LOSSES, preference_metrics
-from .model import reference_mode
+from .model import reference_mode, unwrap
 from .config import RunConfig
-from .scoring import batched_logps, _device_batch, Items
+from .scoring import batched_logps, Items
 
 # %% auto #0
 __all__ = ['batch_loss', 'micro_batches', 'contrast_step', 'mismatched_items', 'kto_reference_point']
@@ -22,39 +23,41 @@ __all__ = ['batch_loss', 'micro_batches', 'contrast_step', 'mismatched_items', '
 def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items, reference: torch.Tensor | None,
                embeddings: torch.Tensor | None, n_tokens: torch.Tensor | None = None,
                kl: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    "Mean loss and metrics of the items `idx` given their policy log-probs (flat, item order), by the loss table's row."
-    row = LOSSES[cfg.loss]
+    "Mean loss and metrics (0-dim tensors: the step reads them back once) of the items `idx` given their policy log-probs (flat, item order)."
+    row, device = LOSSES[cfg.loss], logps.device
     kw = {s: getattr(cfg, s) for s in row.settings}
     if row.kind == "sft":
-        losses, *_ = row.fn(logps, n_tokens.to(logps), **kw)
-        return losses.mean(), {"logps/chosen": logps.detach().mean().item()}
-    ref = reference[idx].reshape(-1).to(logps)
+        losses, *_ = row.fn(logps, to_device(n_tokens, device).to(logps), **kw)
+        return losses.mean(), {"logps/chosen": logps.detach().mean()}
+    ref = to_device(reference[idx], device).reshape(-1).to(logps)
     if items.paired: pc, pr, rc, rr = logps[0::2], logps[1::2], ref[0::2], ref[1::2]
-    else:
-        lab = torch.tensor([items.labels[i] for i in idx], device=logps.device)
-        pc, pr, rc, rr = logps[lab], logps[~lab], ref[lab], ref[~lab]
-    extra = {}
+    else:   # positions, not a boolean mask: a mask's selection has a data-dependent size, which a GPU must report to the host
+        good, bad = (to_device(torch.tensor([k for k, i in enumerate(idx) if items.labels[i] == want], dtype=torch.long), device)
+                     for want in (True, False))   # a side may be empty (a process's slice of a batch): the losses allow that
+        pc, pr, rc, rr = logps[good], logps[bad], ref[good], ref[bad]
+    extra, e = {}, None if embeddings is None else to_device(embeddings[idx], device)
+    if e is not None and len(idx) > 1:   # how related the set's prompts are: the mean cosine of two different items' prompts
+        u = F.normalize(e.double(), dim=-1)
+        extra["contrast/mean_cosine"] = ((u @ u.T).sum() - (u * u).sum()) / (len(idx) * (len(idx) - 1))
     if "embeddings" in row.needs:
         weights = None
-        if embeddings is not None:
-            e = embeddings[idx].to(logps.device)
-            weights = distance_weights(e, e, cfg.tau) if items.paired else distance_weights(e[lab], e[~lab], cfg.tau)
+        if e is not None and cfg.use_embeddings:
+            weights = distance_weights(e, e, cfg.tau) if items.paired else distance_weights(e[good], e[bad], cfg.tau)
         kw["weights"] = weights
         if items.paired:   # the own pair's effective β: what a larger (or global) contrast set dilutes
-            extra["contrast/own_pair_beta"] = cfg.beta * (torch.diagonal(weights).mean().item() if weights is not None else 1.0)
+            extra["contrast/own_pair_beta"] = cfg.beta * torch.diagonal(weights).mean().double() if weights is not None else cfg.beta
     if "kl" in row.needs: kw["kl"] = kl
     losses, cr, rj = row.fn(pc, pr, rc, rr, **kw)
-    return losses.mean(), {**preference_metrics(cr, rj, pc, pr, paired=items.paired), **extra}
+    return losses.mean(), {**preference_metrics(cr, rj, pc, pr, paired=items.paired, as_tensors=True), **extra}
 
-def micro_batches(items: Items, idx: list[int], size: int, pad_id: int, share_prompt: bool = True,
-                  device=None) -> tuple[list[dict], list[torch.Tensor]]:
-    "Packed micro-batches of `size` items (longest first) and each one's sequence positions in item order."
+def micro_batches(items: Items, idx: list[int], size: int, pad_id: int, share_prompt: bool = True) -> tuple[list[dict], list[torch.Tensor]]:
+    "Packed micro-batches of `size` items (longest first, in host memory) and each one's sequence positions in item order."
     per = 2 if items.paired else 1
     order = sorted(range(len(idx)), key=lambda k: -items.lengths[idx[k]])
     mbs, pos = [], []
     for s in range(0, len(order), size):
         chunk = order[s:s + size]
-        mbs.append(_device_batch(pack_sequences([items.groups[idx[k]] for k in chunk], pad_id, share_prompt), device))
+        mbs.append(pack_sequences([items.groups[idx[k]] for k in chunk], pad_id, share_prompt))
         pos.append(torch.tensor([k * per + j for k in chunk for j in range(per)]))
     return mbs, pos
 
@@ -84,45 +87,41 @@ def _gradient_sync(accelerator, model, sync: bool):
     finally: accelerator.gradient_state._set_sync_gradients(True)
 
 def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor], loss_fn, accelerator=None,
-                  global_contrast: bool = True, grad_scale: float = 1.0, sync: bool = True, replay_rng: bool = True) -> dict:
-    "Loss over one (global) contrast batch from micro-batched log-probs; gradients accumulate into the policy."
+                  global_contrast: bool = True, grad_scale: float = 1.0, sync: bool = True, replay_rng: bool = True,
+                  device=None) -> dict:
+    "Loss over one (global) contrast batch from micro-batched log-probs; gradients accumulate into the policy; metrics as 0-dim tensors."
+    device = device or (accelerator.device if accelerator is not None else next(unwrap(model).parameters()).device)
     world = accelerator.num_processes if (accelerator is not None and global_contrast) else 1
     backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
     ctx = lambda last: _gradient_sync(accelerator, model, sync and last)
-    order = torch.cat(positions)
+    order, sizes = to_device(torch.cat(positions), device), [len(p) for p in positions]
     n_local, single = len(order), len(micro_batches) == 1
-    states, parts, device = [], [], micro_batches[0]["input_ids"].device
+    states, parts = [], []
     with ctx(True) if single else contextlib.nullcontext():
         with torch.set_grad_enabled(single):
-            for mb in micro_batches:
+            for mb in micro_batches:   # a micro-batch's inputs go to the device as it runs, and leave with it
                 states.append(_rng_state(device))
-                parts.append(model(**mb)[0])
-        local = torch.zeros(n_local, dtype=parts[0].dtype, device=parts[0].device).index_copy(0, order.to(parts[0].device), torch.cat(parts))
+                parts.append(model(**to_device(mb, device))[0])
+        local = torch.zeros(n_local, dtype=parts[0].dtype, device=parts[0].device).index_copy(0, order, torch.cat(parts))
         gathered = accelerator.gather(local.detach()) if world > 1 else local.detach()
         leaf = gathered.clone().requires_grad_()
         loss, metrics = loss_fn(leaf)
-        finite = bool(torch.isfinite(loss))
-        if accelerator is not None and accelerator.num_processes > 1:
-            # all processes skip together, or those that go on wait forever in the gradient all-reduce
-            finite = bool(accelerator.gather(torch.tensor([float(finite)], device=leaf.device)).min() > 0)
+        (grad,) = torch.autograd.grad(loss, leaf)
+        # a loss that is not finite sends NaN gradients rather than a decision read back to the host: the gradient norm is
+        # then NaN on every process (DDP, FSDP and ZeRO reduce the gradients), and the optimizer step skips the update on
+        # all of them alike (DeepSpeed, which steps inside the last backward, by its own overflow check)
+        grad = torch.where(torch.isfinite(loss), grad, torch.full_like(grad, float("nan")))
         rank = accelerator.process_index if world > 1 else 0
-        if finite:
-            (grad,) = torch.autograd.grad(loss, leaf)
-            g_local = grad[rank * n_local:(rank + 1) * n_local] * (world * grad_scale)
-        elif _is_deepspeed(accelerator):
-            # DeepSpeed counts its backward passes and steps inside the last one: run them, with NaN gradients, so
-            # that its own overflow check skips the whole optimizer step, as the other backends do
-            g_local = torch.full_like(local, float("nan"))
-        else: return {**metrics, "loss": loss.detach().item(), "skipped": 1}
+        g_local = grad[rank * n_local:(rank + 1) * n_local] * (world * grad_scale)
         if single: backward((local * g_local).sum())
     if not single:
         end = _rng_state(device)
-        for k, (mb, st, pos) in enumerate(zip(micro_batches, states, positions)):
+        for k, (mb, st, g) in enumerate(zip(micro_batches, states, g_local.index_select(0, order).split(sizes))):
             if replay_rng: _set_rng_state(st)   # the recompute draws the same dropout masks as the first pass
             with ctx(k == len(micro_batches) - 1):
-                backward((model(**mb)[0] * g_local[pos.to(g_local.device)]).sum())
+                backward((model(**to_device(mb, device))[0] * g).sum())
         _set_rng_state(end)
-    return {**metrics, "loss": loss.item()} if finite else {**metrics, "loss": loss.detach().item(), "skipped": 1}
+    return {**metrics, "loss": loss.detach(), "skipped": (~torch.isfinite(loss)).float()}
 
 # %% ../nbs/11_step.ipynb #19ffacbe
 def mismatched_items(items: Items, idx: list[int], positions: list[int] | None = None, max_length: int = 512) -> Items:
@@ -143,9 +142,8 @@ def kto_reference_point(model, items: Items, idx: list[int], cfg: RunConfig, pad
     B = len(idx) // world
     pairs = mismatched_items(items, idx, list(range(rank * B, (rank + 1) * B)), cfg.max_length)
     kw = dict(batch_size=cfg.eval_batch_size, pad_id=pad_id, accelerator=accelerator, share_prompt=cfg.share_prompt, split=False)
-    policy = batched_logps(model, pairs, **kw)
-    with reference_mode(model): reference = batched_logps(model, pairs, **kw)
-    device = accelerator.device if accelerator is not None else "cpu"
-    total = torch.stack([(policy - reference).sum(), torch.tensor(float(len(pairs)), dtype=policy.dtype)]).to(device)
+    policy = batched_logps(model, pairs, **kw, to_cpu=False)   # on the device: the step reads nothing back here
+    with reference_mode(model): reference = batched_logps(model, pairs, **kw, to_cpu=False)
+    total = torch.stack([(policy - reference).sum(), policy.new_tensor(float(len(pairs)))])
     if world > 1: total = accelerator.reduce(total, "sum")
     return (total[0] / total[1]).clamp(min=0).detach()

@@ -4,11 +4,9 @@
 
 # %% ../nbs/02_tokens.ipynb #42998f56
 from __future__ import annotations
-import warnings
+import re, warnings
 
-import datasets
-
-from .data import answer_text, collect_rows, PLAIN_MARKERS, prompt_text, RowError
+from .data import answer_text, collect_rows, PLAIN_MARKERS, prompt_text, RowError, Rows
 
 # %% auto #0
 __all__ = ['format_prompt', 'adds_bos', 'answer_end_id', 'truncate_prompt', 'encode_answers', 'encode_answer', 'show_tokens',
@@ -96,15 +94,18 @@ def show_tokens(enc: dict, tokenizer) -> str:
     return "[" + tokenizer.decode(ids[:n]) + "]" + tokenizer.decode(ids[n:])
 
 # %% ../nbs/02_tokens.ipynb #5f9aa148
-def tokenize_preferences(ds: datasets.Dataset, tokenizer, max_length: int = 512, max_prompt_length: int = 256,
-                         truncation: str = "keep_end", strict: bool = False) -> datasets.Dataset:
-    "Add `{chosen,rejected}_{input_ids,labels}` (paired) or `input_ids`/`labels` (unpaired) and `prompt_text`; cuts in `.truncated`."
+def tokenize_preferences(ds: Rows, tokenizer, max_length: int = 512, max_prompt_length: int = 256,
+                         truncation: str = "keep_end", strict: bool = False) -> Rows:
+    "Add `{chosen,rejected}_{input_ids,labels}` (paired) or `input_ids`/`labels` (unpaired), `prompt_text` and `model_prompt_text`; cuts in `.truncated`."
     fields = ("chosen", "rejected") if "chosen" in ds.column_names else ("completion",)
     bos, end_id, truncated = adds_bos(tokenizer), answer_end_id(tokenizer), {"prompt": [], "answer": []}
     def to_record(i: int, r: dict) -> dict:
         p, out = format_prompt(r["prompt"], tokenizer), dict(r, prompt_text=prompt_text(r["prompt"]))
         enc = encode_answers(p, [answer_text(r[f]) for f in fields], tokenizer, max_length, max_prompt_length, truncation, bos, end_id)
         if enc is None: raise RowError(r.get("row", i), fields[0], "no answer token", f"prompt fills max_length={max_length}")
+        ids = enc["sequences"][0]
+        # the prompt as the model reads it, cut as it is cut, special tokens dropped and runs of blanks closed (the authors embed this)
+        out["model_prompt_text"] = re.sub(r"[ \t]{2,}", " ", tokenizer.decode(ids["input_ids"][:ids["labels"].count(-100)], skip_special_tokens=True))
         for f, seq in zip(fields, enc["sequences"]):
             prefix = "" if f == "completion" else f + "_"
             out[prefix + "input_ids"], out[prefix + "labels"] = seq["input_ids"], seq["labels"]

@@ -26,11 +26,11 @@ __all__ = ['stage_batch', 'train_step', 'summarise_stage', 'finish_stage', 'trai
 def stage_batch(st: Stage, c: int) -> list[int]:
     "The c-th global contrast batch of the run (epochs follow one another, each in its own order)."
     epoch = c // st.per_epoch_batches
-    if epoch not in st.batches: st.batches = {epoch: _epoch_batches(st.cfg, st.train_items, st.global_batch, epoch)}
+    if epoch not in st.batches: st.batches = {epoch: _epoch_batches(st.cfg, st.train_items, st.global_batch, epoch, st.embeddings)}
     return st.batches[epoch][c % st.per_epoch_batches]
 
 def train_step(st: Stage, step: int) -> dict:
-    "One optimizer step: `gradient_accumulation_steps` contrast batches, clipping, the update; its metrics."
+    "One optimizer step: `gradient_accumulation_steps` contrast batches, clipping, the update; its metrics, read back once."
     cfg, acc, accum = st.cfg, st.accelerator, st.cfg.gradient_accumulation_steps
     rank = acc.process_index
     t0, records, tokens = time.perf_counter(), [], 0
@@ -42,29 +42,34 @@ def train_step(st: Stage, step: int) -> dict:
         idx = stage_batch(st, step * accum + a)
         local = idx[rank * st.local_batch:(rank + 1) * st.local_batch]
         loss_idx = idx if cfg.global_contrast else local
-        mbs, pos = micro_batches(st.train_items, local, cfg.micro_batch_size, st.pad_id, cfg.share_prompt, acc.device)
+        mbs, pos = micro_batches(st.train_items, local, cfg.micro_batch_size, st.pad_id, cfg.share_prompt)
         z = kto_reference_point(st.policy, st.train_items, idx, cfg, st.pad_id, acc) if "kl" in LOSSES[cfg.loss].needs else None
         n_tok = st.n_tokens[loss_idx] if "n_tokens" in LOSSES[cfg.loss].needs else None
         fn = lambda lp, li=loss_idx, z=z, n=n_tok: batch_loss(cfg, lp, li, st.train_items, st.reference, st.embeddings, n, z)
         records.append(contrast_step(st.policy, mbs, pos, fn, acc, cfg.global_contrast, scale, sync=a == accum - 1))
-        tokens += sum(len(s["input_ids"]) for i in local for s in st.train_items.groups[i])
-    skipped, grad_norm = any(r.get("skipped") for r in records), None
+        tokens += sum(len(s["input_ids"]) for i in idx for s in st.train_items.groups[i])   # every process's: all know idx
+    pending = {(a, k): v for a, r in enumerate(records) for k, v in r.items()}   # 0-dim tensors still on the device
+    with memory_kind("optimizer state"): values, skipped = optimizer_step(acc, st.optimizer, st.policy, cfg.max_grad_norm, pending)
+    records = [{key[1]: v for key, v in values.items() if isinstance(key, tuple) and key[0] == a} for a in range(accum)]
+    grad_norm, nonfinite_loss = values.get("grad_norm"), any(r["skipped"] for r in records)
+    if nonfinite_loss and acc.scaler is not None:   # its NaN gradients made the scaler back off: a bad batch, not an overflow
+        acc.scaler.update(new_scale=acc.scaler.get_scale() / acc.scaler.get_backoff_factor())
+    skipped = skipped or nonfinite_loss
     rec = {"step": step + 1, "epoch": (step + 1) * accum / st.per_epoch_batches, "learning_rate": st.scheduler.get_last_lr()[0],
            **_mean_metrics(records)}
-    if not skipped:
-        with memory_kind("optimizer state"): grad_norm, skipped = optimizer_step(acc, st.optimizer, st.policy, cfg.max_grad_norm)
     st.optimizer.zero_grad(set_to_none=True)
     st.scheduler.step()   # once per optimizer step, whatever the backend
     rec["grad_norm"] = grad_norm if grad_norm is not None and math.isfinite(grad_norm) else None
     rec["skipped"] = int(skipped)
     if acc.scaler is not None: rec["loss_scale"] = acc.scaler.get_scale()
     if _is_deepspeed(acc): rec["deepspeed/optimizer_steps"] = acc.deepspeed_engine_wrapped.engine.global_steps
-    rec["tokens"] = int(acc.reduce(torch.tensor(tokens, device=acc.device), "sum").item()) if acc.num_processes > 1 else tokens
+    rec["tokens"] = tokens
     rec["step_time"] = time.perf_counter() - t0
     rec["tokens_per_s"] = rec["tokens"] / rec["step_time"]
     rec.update(memory_metrics(acc.device))
     if skipped and acc.is_main_process:
-        why = "fp16 gradient overflow, loss scale lowered" if acc.scaler is not None else "non-finite loss or gradient"
+        why = ("non-finite loss or gradient" if acc.scaler is None else "non-finite loss, loss scale kept" if nonfinite_loss
+               else "fp16 gradient overflow, loss scale lowered")
         warnings.warn(f"step {step + 1}: {why}; step skipped")
     return rec
 

@@ -4,6 +4,8 @@
     python study/rpo_vs_dpo.py --scale gpu       # GPU scale: HH from the hub, 2,048 pairs, 5 seeds, batch 64 -> study/results_gpu.json
     python study/rpo_vs_dpo.py --scale reduced   # minutes: the same pipeline at toy scale -> study/results_reduced.json
     python study/rpo_vs_dpo.py --work runs/study # keep the runs there; run again to resume (finished runs are skipped)
+    python study/rpo_vs_dpo.py --reuse study/results.json --reuse_methods "DPO,RPO τ=0.5"   # take those arms' runs from
+                                                 # an earlier results file (the SFT and judge are retrained and compared)
 
 Per seed (a different training subset, in a different order): SFT on the chosen answers, then every method from the
 SFT adapter, which is also its reference, with the same pairs, steps, learning rate and batch. Every method and seed
@@ -11,7 +13,9 @@ is scored on the same held-out pairs (implicit-reward accuracy and margin, per p
 held-out prompts (nucleus sampling, top-p 0.95). A judge (SmolLM2 trained with DPO on a disjoint pool of HH pairs,
 used through its implicit reward; its own held-out accuracy reported) compares each answer with the data set's chosen
 one. Each method is compared with DPO pair by pair: the difference per held-out pair (or prompt), averaged over seeds,
-with a percentile bootstrap interval over pairs, and the difference of each seed alone. Chapter 22 reads the results.
+with a percentile bootstrap interval over pairs, and the difference of each seed alone. Two arms test what RPO's gain could come from: RPO on contrast sets of similar prompts (what the
+cross-prompt term is meant for), and DPO with β set to RPO's effective own-pair β (β times the mean own-pair weight of
+RPO's contrast sets: a smaller β alone); each is also compared with RPO on random sets. Chapter 22 reads the results.
 """
 import argparse, json, os, platform, resource, shutil, statistics, subprocess, sys, time, warnings
 from pathlib import Path
@@ -24,6 +28,8 @@ MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 METHODS = {
     "DPO": dict(loss="dpo"),
     "RPO τ=0.5": dict(loss="rpo", tau=0.5),
+    "RPO τ=0.5, similar sets": dict(loss="rpo", tau=0.5, contrast_sets="similar"),   # contrast sets of prompts alike
+    "DPO, RPO's effective β": dict(loss="dpo", beta="effective"),   # β × RPO τ=0.5's mean own-pair weight, per seed
     "RPO τ=0.5, whole batch": dict(loss="rpo", tau=0.5, contrast="whole"),   # the contrast batch is the optimizer step's
     "RPO τ=0.25": dict(loss="rpo", tau=0.25),
     "RPO τ=1": dict(loss="rpo", tau=1.0),
@@ -33,13 +39,13 @@ SCALES = {
     # CPU: the paper's comparison, shorter texts (its ablations, the contrast batch and the τ sweep: --methods all)
     "cpu": dict(data="sample", train=160, test=256, judge_train=256, judge_epochs=1, samples=64, new_tokens=48, seeds=[0, 1, 2],
                 batch=32, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=192, max_prompt_length=128,
-                judge_max_length=512, methods=["DPO", "RPO τ=0.5"]),   # 111 min; the contrast-batch ablation adds ~30
+                judge_max_length=512, methods=["DPO", "RPO τ=0.5", "RPO τ=0.5, similar sets", "DPO, RPO's effective β"]),
     "gpu": dict(data="hub", train=2048, test=512, judge_train=4096, judge_epochs=1, samples=128, new_tokens=128,
                 seeds=[0, 1, 2, 3, 4], batch=64, contrast=64, micro=16, lr=1e-4, judge_lr=1e-4, max_length=512,
                 max_prompt_length=256, judge_max_length=1024, methods=["DPO", "RPO τ=0.5", "RPO τ=1"]),   # contrast 64: the paper's
     "reduced": dict(data="sample", train=32, test=24, judge_train=32, judge_epochs=1, samples=6, new_tokens=8, seeds=[0, 1],
                     batch=16, contrast=8, micro=8, lr=3e-4, judge_lr=3e-4, max_length=160, max_prompt_length=96,
-                    judge_max_length=512, methods=["DPO", "RPO τ=0.5"]),
+                    judge_max_length=512, methods=["DPO", "RPO τ=0.5", "RPO τ=0.5, similar sets", "DPO, RPO's effective β"]),
 }
 BOOTSTRAP = 4000
 
@@ -95,6 +101,19 @@ def paired(a: list[list[float]], b: list[list[float]]) -> dict:
             "seed_sd": statistics.stdev(by_seed) if len(by_seed) > 1 else 0.0, "units": d.shape[1], "seeds": d.shape[0]}
 
 
+def effective_beta(cfg, tok) -> float:
+    "β times the mean own-pair weight W_ii over the contrast sets an RPO run of `cfg` trains on (as its log's own-pair β)."
+    from rpo_nb.config import run_data
+    from rpo_nb.embeddings import distance_weights, embed_prompts
+    from rpo_nb.scoring import make_items
+    from rpo_nb.stage import _epoch_batches
+    items = make_items(run_data(cfg, tok)["train"], "paired", cfg.embed_prompt)
+    emb = embed_prompts(items.prompts, cfg.embedder, cache_dir=Path(cfg.cache_dir) / "embeddings")
+    sets = _epoch_batches(cfg, items, cfg.contrast_batch_size, 0, emb)
+    used = sets[:len(sets) // cfg.gradient_accumulation_steps * cfg.gradient_accumulation_steps]   # the one epoch's steps
+    return cfg.beta * statistics.mean(distance_weights(emb[b], emb[b], cfg.tau).diagonal().mean().item() for b in used)
+
+
 def git_commit() -> str:
     "HEAD's commit, marked '+changes' when the working tree differs from it."
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -110,6 +129,9 @@ def main():
     p.add_argument("--methods", default=None, help="comma-separated method names, or 'all' (default: the scale's)")
     p.add_argument("--work", default=None, help="folder for runs, kept; run again with the same folder to resume "
                    "(finished runs are skipped). Default: a temporary folder, removed at the end")
+    p.add_argument("--reuse", default=None, help="an earlier results file of the same scale whose runs of --reuse_methods are "
+                   "taken instead of run (their code path must be bit-identical: check it first); SFT and the judge are retrained")
+    p.add_argument("--reuse_methods", default="", help="comma-separated method names to take from --reuse")
     a = p.parse_args()
     scale = "reduced" if a.reduced else a.scale
     S = dict(SCALES[scale])
@@ -137,6 +159,11 @@ def main():
                   cache_dir=str(work / "cache"), beta=0.1, learning_rate=S["lr"])
     batch = lambda contrast: dict(contrast_batch_size=contrast, gradient_accumulation_steps=S["batch"] // contrast)
     tok = load_tokenizer(MODEL)
+    old = json.loads(Path(a.reuse).read_text()) if a.reuse else None
+    reuse = [m.strip() for m in a.reuse_methods.split(",") if m.strip()]
+    if old is not None:
+        differ = {k: (old["meta"].get(k), S[k]) for k in S if k != "methods" and old["meta"].get(k) != S[k]}
+        if differ or any(m not in old["runs"] for m in reuse): sys.exit(f"--reuse: another scale or no such runs ({differ})")
     log = lambda *m: print(f"[{(time.time() - t_start) / 60:6.1f} min]", *m, flush=True)
     lap = lambda key, t0: minutes.__setitem__(key, minutes.get(key, 0.0) + (time.time() - t0) / 60)
 
@@ -165,11 +192,17 @@ def main():
                     num_epochs=1.0)
         test_rows = list(run_data(load_config(**base), tok)["test"]["row"])   # this seed's held-out order, by pool row
         for name in names:
+            if name in reuse:   # an earlier run of the same code path (checked before): its results as recorded
+                runs[name][str(seed)] = old["runs"][name][str(seed)]
+                log(f"seed {seed}: {name:24s} taken from {a.reuse}")
+                continue
             t0, d = time.time(), run_dir(work, seed, name)
             if name == "SFT": cfg = load_config(**dict(base, stage="sft", output_dir=str(d)))
             else:
                 over = dict(METHODS[name])
                 if over.pop("contrast", None) == "whole": over |= batch(S["batch"])
+                if over.get("beta") == "effective":   # RPO τ=0.5's own-pair β on this seed's pairs and contrast sets
+                    over["beta"] = effective_beta(load_config(**dict(base, **METHODS["RPO τ=0.5"])), tok)
                 cfg = load_config(**dict(base, **over, sft_adapter=str(run_dir(work, seed, "SFT") / "adapter"), output_dir=str(d)))
             if (d / "done.json").exists(): reused.append(str(d.relative_to(work)))   # finished in --work before this start
             run(cfg, resume=True)
@@ -178,7 +211,7 @@ def main():
             assert len(done["spread_after"]) == len(test_rows) == S["test"], (name, seed, len(done["spread_after"]), len(test_rows))
             rep = run_report(d)
             r = runs[name][str(seed)] = {"after": rep["after"], "curve": curve(d), "steps": done["steps"], "speed": done["speed"],
-                                        "margins": by_pool_order(done["spread_after"], test_rows)}
+                                        "margins": by_pool_order(done["spread_after"], test_rows), "beta": cfg.beta}
             # answers for the same held-out prompts, every method and seed, judged against the chosen answers
             t0, cache = time.time(), d / "samples.json"
             if cache.exists():
@@ -213,8 +246,13 @@ def main():
                          "margin": statistics.mean(r["after"]["margin"] for r in rs), "margin_by_seed": [r["after"]["margin"] for r in rs],
                          "win_by_seed": [r["win"]["win_rate"] for r in rs], **{f"win_{k}": v for k, v in win_rate(verdicts).items()},
                          "answer_tokens": statistics.mean(t for r in rs for t in r["answer_tokens"])}
-    versus = {name: {"accuracy": paired(right(name), right("DPO")), "margin": paired(margin(name), margin("DPO")),
-                     "win_rate": paired(won(name), won("DPO"))} for name in names if name != "DPO"}
+    against = lambda name, base: {"accuracy": paired(right(name), right(base)), "margin": paired(margin(name), margin(base)),
+                                  "win_rate": paired(won(name), won(base))}
+    versus = {name: against(name, "DPO") for name in names if name != "DPO"}
+    versus_rpo = {name: against(name, "RPO τ=0.5") for name in names if name not in ("RPO τ=0.5", "SFT") and "RPO τ=0.5" in names}
+    reuse_check = ({"sft_margin_max_abs_diff": {s: max(abs(x - y) for x, y in zip(runs["SFT"][s]["margins"], old["runs"]["SFT"][s]["margins"]))
+                                                for s in seeds},
+                    "judge_accuracy": [judge_report["accuracy"], old["judge"]["accuracy"]]} if old is not None else None)
     # does the judge prefer longer answers? wins among answers longer than the chosen one, and among the others
     longer = [(v == "win") for n in names for s in seeds for v, t, c in
               zip(runs[n][s]["verdicts"], runs[n][s]["answer_tokens"], chosen_tokens) if t > c and v is not None]
@@ -227,14 +265,15 @@ def main():
     meta = {"scale": scale, **S, "model": MODEL, "commit": commit, "methods_settings": {k: METHODS[k] for k in S["methods"]},
             "pools": {k: (Path(v).name if isinstance(v, str) else v) for k, v in pools.items()}, "bootstrap_resamples": BOOTSTRAP,
             "minutes": (time.time() - t_start) / 60, "minutes_by_phase": minutes, "judge_reused": judge_reused,
-            "reused": reused, "peak_rss_mb": peak_mb,
+            "reused": reused, "reused_from": {"file": Path(a.reuse).name, "commit": old["meta"]["commit"], "methods": reuse,
+                                                "check": reuse_check} if old is not None else None, "peak_rss_mb": peak_mb,
             "peak_gpu_mb": max((r["speed"].get("peak_allocated_mb") or 0 for n in names for r in runs[n].values()), default=0) or None,
             "date": time.strftime("%Y-%m-%d"),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores ({platform.machine()})",
             "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
             "common": {k: v for k, v in common.items() if k not in ("test_path", "cache_dir")}}
     out = ROOT / "study" / {"cpu": "results.json", "gpu": "results_gpu.json", "reduced": "results_reduced.json"}[scale]
-    out.write_text(json.dumps({"meta": meta, "judge": judge_report, "summary": summary, "versus_dpo": versus,
+    out.write_text(json.dumps({"meta": meta, "judge": judge_report, "summary": summary, "versus_dpo": versus, "versus_rpo": versus_rpo,
                                "lengths": lengths, "runs": runs}, indent=1))
     log("wrote", out)
     if not a.work: shutil.rmtree(work, ignore_errors=True)

