@@ -48,6 +48,7 @@ SCALES = {
                     judge_max_length=512, methods=["DPO", "RPO τ=0.5", "RPO τ=0.5, similar sets", "DPO, RPO's effective β"]),
 }
 BOOTSTRAP = 4000
+REWARD_BETA = 0.1   # every arm's margins in the same units: 0.1 × the policy/reference log-ratio difference (an arm's β may differ)
 
 
 def write_pools(folder: Path, S: dict) -> dict:
@@ -209,9 +210,10 @@ def main():
             lap("train", t0)
             done = json.loads((d / "done.json").read_text())
             assert len(done["spread_after"]) == len(test_rows) == S["test"], (name, seed, len(done["spread_after"]), len(test_rows))
-            rep = run_report(d)
-            r = runs[name][str(seed)] = {"after": rep["after"], "curve": curve(d), "steps": done["steps"], "speed": done["speed"],
-                                        "margins": by_pool_order(done["spread_after"], test_rows), "beta": cfg.beta}
+            rep, k = run_report(d), REWARD_BETA / cfg.beta   # margins at the common β, whatever the arm trained with
+            after = {**rep["after"], **{m: rep["after"][m] * k for m in ("margin", "margin_low", "margin_high")}}
+            r = runs[name][str(seed)] = {"after": after, "curve": curve(d), "steps": done["steps"], "speed": done["speed"],
+                                        "margins": [m * k for m in by_pool_order(done["spread_after"], test_rows)], "beta": cfg.beta}
             # answers for the same held-out prompts, every method and seed, judged against the chosen answers
             t0, cache = time.time(), d / "samples.json"
             if cache.exists():
@@ -229,7 +231,7 @@ def main():
             r["answer_tokens"] = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in s["answers"]]
             r["examples"] = [{"prompt": prompt_text(p)[-300:], "chosen": c, "answer": x, "verdict": v}
                              for p, c, x, v in list(zip(prompts, chosen, s["answers"], s["verdicts"]))[:3]]
-            log(f"seed {seed}: {name:24s} held-out accuracy {rep['after']['accuracy']:.3f}, margin {rep['after']['margin']:+.4f}, "
+            log(f"seed {seed}: {name:24s} held-out accuracy {after['accuracy']:.3f}, margin {after['margin']:+.4f}, "
                 f"win rate {r['win']['win_rate']:.3f}")
 
     # per method: pooled over seeds; against DPO: paired by held-out pair (accuracy, margin) and by prompt (win)
