@@ -82,7 +82,8 @@ def run_dir(work: Path, seed: int, name: str) -> Path:
 
 
 def curve(folder: Path) -> list[dict]:
-    keys = ("step", "loss", "rewards/margins", "rewards/accuracies", "eval/rewards/accuracies", "eval/rewards/margins")
+    keys = ("step", "loss", "rewards/margins", "rewards/accuracies", "eval/rewards/accuracies", "eval/rewards/margins",
+            "contrast/own_pair_beta", "contrast/mean_cosine")   # the effective β and how alike a contrast set's prompts are
     return [{k: r[k] for k in keys if k in r} for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines())]
 
 
