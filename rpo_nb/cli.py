@@ -52,6 +52,10 @@ def deterministic_kernels(on: bool = True):
     "PyTorch's deterministic algorithms (an op that has none raises) and cuBLAS's fixed workspace for the block, restored after."
     if not on: yield; return
     before, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_available() and torch.cuda.is_initialized():
+        warnings.warn("deterministic: CUDA already started in this process (a notebook that used the GPU before?), so cuBLAS may "
+                      "keep its default workspace and its matmuls vary run to run: set CUBLAS_WORKSPACE_CONFIG=:4096:8 before "
+                      "the first GPU work (first cell of a fresh runtime, or the shell that launches the run)", stacklevel=3)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # read when cuBLAS starts: before a process's first GPU matmul
     torch.use_deterministic_algorithms(True)   # strict: warn-only would keep attention's non-deterministic backward
     try: yield

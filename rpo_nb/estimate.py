@@ -15,7 +15,7 @@ from .config import RunConfig
 from .scoring import autocast_context, batched_logps, Items, make_items, scoring_batches
 from .step import batch_loss, contrast_step, _is_deepspeed, kto_reference_point, micro_batches
 from .checkpoints import make_optimizer
-from .stage import contrast_layout, deepspeed_config, _epoch_batches, _stage_settings
+from .stage import contrast_layout, deepspeed_config, _epoch_batches, _stage_settings, _whole_models
 
 # %% auto #0
 __all__ = ['PHASES', 'MEMORY_ALLOWANCE', 'ALLOCATOR_RESERVE', 'ZERO_DEFAULTS', 'measure_phases', 'estimate_memory',
@@ -257,8 +257,9 @@ def predict_stage_memory(cfg: RunConfig, data: dict, accelerator, stage: str = "
     try:
         ds = (deepspeed_config(accelerator.state.deepspeed_plugin.deepspeed_config, model_config(cfg.model).get_text_config().hidden_size)
               if _is_deepspeed(accelerator) else None)   # its 'auto' values as the run will fill them
-        est = estimate_memory(dataclasses.replace(scfg, num_epochs=epochs, max_steps=cap), device, data, accelerator.num_processes,
-                              deepspeed=ds)
+        with _whole_models():   # ZeRO-3 would partition the fake model as it is built, on the GPU and with collectives
+            est = estimate_memory(dataclasses.replace(scfg, num_epochs=epochs, max_steps=cap), device, data, accelerator.num_processes,
+                                  deepspeed=ds)
     except Exception as e:   # advisory: a model or setting the estimate cannot model (int8, custom code) must not stop the run
         if accelerator.is_main_process: warnings.warn(f"memory estimate skipped ({type(e).__name__}: {e})", stacklevel=2)
         return None

@@ -35,6 +35,13 @@ def logits_chunk(vocab_size: int) -> int:
     "Positions per log-prob chunk: as many as keep a chunk's float32 logits within LOGITS_CHUNK_BYTES (at least 16)."
     return max(16, LOGITS_CHUNK_BYTES // (4 * vocab_size))
 
+def _eager_mask(mask: torch.Tensor, lm: torch.nn.Module) -> torch.Tensor:
+    "A boolean 4-D mask as eager attention adds it to its scores: in their dtype when that is bf16 or float32, else float32."
+    dev, emb = mask.device.type, getattr(lm.get_input_embeddings(), "weight", None)
+    dt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else emb.dtype if emb is not None else torch.float32
+    if dt not in (torch.bfloat16, torch.float32): dt = torch.float32   # fp16's minimum plus a score can overflow to -inf
+    return torch.zeros(mask.shape, dtype=dt, device=mask.device).masked_fill(~mask, torch.finfo(dt).min)
+
 class SequenceLogProbs(torch.nn.Module):
     "Summed log-probs of the scored tokens of packed sequences, without full-vocabulary logits."
     def __init__(self, policy: torch.nn.Module, chunk_size: int | None = None):
@@ -65,7 +72,7 @@ class SequenceLogProbs(torch.nn.Module):
         if attention_mask is not None and attention_mask.ndim == 4:
             impl = cfg._attn_implementation
             if impl not in ("sdpa", "eager"): raise ValueError(f"shared-prompt packing needs sdpa or eager attention, not {impl}")
-            if impl == "eager": attention_mask = torch.zeros(attention_mask.shape, device=attention_mask.device).masked_fill(~attention_mask, torch.finfo(torch.float32).min)
+            if impl == "eager": attention_mask = _eager_mask(attention_mask, lm)
         hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                use_cache=False).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, token_index.to(hidden.device))

@@ -26,8 +26,16 @@ __all__ = ['stage_batch', 'train_step', 'summarise_stage', 'finish_stage', 'trai
 def stage_batch(st: Stage, c: int) -> list[int]:
     "The c-th global contrast batch of the run (epochs follow one another, each in its own order)."
     epoch = c // st.per_epoch_batches
-    if epoch not in st.batches: st.batches = {epoch: _epoch_batches(st.cfg, st.train_items, st.global_batch, epoch, st.embeddings)}
+    if epoch not in st.batches: st.batches = {epoch: _shared_batches(st, _epoch_batches(st.cfg, st.train_items, st.global_batch, epoch, st.embeddings))}
     return st.batches[epoch][c % st.per_epoch_batches]
+
+def _shared_batches(st: Stage, batches: list[list[int]]) -> list[list[int]]:
+    "Similar sets come from floating-point clustering: every process takes the main process's, so none can differ in a last bit."
+    acc = st.accelerator
+    if st.cfg.contrast_sets != "similar" or acc.num_processes == 1: return batches   # seeded draws: the same everywhere
+    from accelerate.utils import broadcast
+    t = broadcast(torch.tensor(batches, dtype=torch.long, device=acc.device).reshape(len(batches), st.global_batch), from_process=0)
+    return t.tolist()   # every process reaches this at the same step: the epoch's first batch
 
 def train_step(st: Stage, step: int) -> dict:
     "One optimizer step: `gradient_accumulation_steps` contrast batches, clipping, the update; its metrics, read back once."
@@ -48,6 +56,9 @@ def train_step(st: Stage, step: int) -> dict:
         fn = lambda lp, li=loss_idx, z=z, n=n_tok: batch_loss(cfg, lp, li, st.train_items, st.reference, st.embeddings, n, z)
         records.append(contrast_step(st.policy, mbs, pos, fn, acc, cfg.global_contrast, scale, sync=a == accum - 1))
         tokens += sum(len(s["input_ids"]) for i in idx for s in st.train_items.groups[i])   # every process's: all know idx
+    if acc.num_processes > 1 and not cfg.global_contrast:   # each process its own loss: a batch skipped anywhere is skipped everywhere
+        flags = acc.reduce(torch.stack([r["skipped"] for r in records]), "sum")   # (the scaler's scale must stay the same on all)
+        for r, f in zip(records, flags): r["skipped"] = (f > 0).float()
     pending = {(a, k): v for a, r in enumerate(records) for k, v in r.items()}   # 0-dim tensors still on the device
     with memory_kind("optimizer state"): values, skipped = optimizer_step(acc, st.optimizer, st.policy, cfg.max_grad_norm, pending)
     records = [{key[1]: v for key, v in values.items() if isinstance(key, tuple) and key[0] == a} for a in range(accum)]

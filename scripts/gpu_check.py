@@ -34,6 +34,9 @@ import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_chapters import kill_tree, watch   # noqa: E402  (the same process-tree kill for parts and chapters)
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ["06_model", "07_logprobs", "10_scoring", "11_step", "13_stage", "14_train", "16_eval", "17_judges"]
 PARTS = ["vs_trl", "t4_recipe", "chapters", "fsdp"]   # in order of value
@@ -41,6 +44,7 @@ DEADLINE = {"device": 415, "dry": 290}                 # seconds from the start:
 BUDGET = {"vs_trl": {"device": 140, "dry": 100}, "t4_recipe": {"device": 90, "dry": 45},
           "chapters": {"device": 90, "dry": 130}, "fsdp": {"device": 50, "dry": 45}}
 MIN_START = {"device": 25, "dry": 15}   # a part with less time than this left is skipped, not started
+TAIL = {"device": 25, "dry": 15}        # kept after the parts: a killed part's grace, the adapters' comparison, the summary
 # vs_trl: every system in one process (one interpreter, CUDA and import start instead of five), each at 4 and 8 of the
 # 32 decoder layers, then extrapolated linearly per layer; 32 pairs = 8 steps per system and depth
 VS_TRL = {"device": ["--config", "gpu", "--depths", "4,8", "--pairs", "32", "--one_process"],
@@ -88,10 +92,12 @@ class Check:
                         "commit": commit(), "device": None, "torch": None, "transformers": None, "parts": {},
                         "deadline_s": DEADLINE[self.mode], "work": str(self.work)}
         self.files = []   # the result files, for GPU_CHECK_OUT
+        self.copied = set()   # the names copied there so far
         self.out = Path(os.environ["GPU_CHECK_OUT"]) if os.environ.get("GPU_CHECK_OUT") else None
         self.proc = None   # the part's process now running (the leader of its own process group)
 
     def elapsed(self) -> float: return time.monotonic() - self.t0
+    def left(self) -> float: return DEADLINE[self.mode] - self.elapsed()   # until the hard deadline, tail included
 
     def env(self) -> dict:
         paths = ([str(ROOT / "scripts" / "device_sim")] if self.mode == "dry" else []) + [str(self.site), str(ROOT)]
@@ -109,13 +115,13 @@ class Check:
             log.write(f"$ {' '.join(map(str, cmd))}\n".encode()); log.flush()
             p = self.proc = subprocess.Popen([str(c) for c in cmd], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                              cwd=ROOT, env=self.env(), start_new_session=True)
-            try: rc = p.wait(timeout=max(1, timeout))
+            seen = {}   # its process tree, read as it runs (a launcher's workers start sessions of their own)
+            try: rc = watch(p, max(1, timeout), seen)
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGTERM)
-                try: p.wait(10)
-                except subprocess.TimeoutExpired: os.killpg(p.pid, signal.SIGKILL); p.wait()
+                kill_tree([p], grace=min(5, max(1, self.left() - 10)), seen=seen)
                 rc = None
                 log.write(f"\n[gpu_check: killed at its budget, {timeout:.0f} s]\n".encode())
+            else: kill_tree([p], grace=0, seen=seen)   # whatever it left running, however it ended
             finally: self.proc = None
         return rc, time.monotonic() - t
 
@@ -143,8 +149,9 @@ class Check:
         self.write("gpu_check.json", self.summary)
         if self.out:
             self.out.mkdir(parents=True, exist_ok=True)
+            for name in self.copied - {f.name for f in chosen}: (self.out / name).unlink(missing_ok=True)   # one pushed out since
             for f in chosen:
-                if f.exists(): shutil.copy2(f, self.out / f.name)
+                if f.exists(): shutil.copy2(f, self.out / f.name); self.copied.add(f.name)
 
     # ---- setup -------------------------------------------------------------------------------------------------------
     def setup(self) -> dict:
@@ -158,16 +165,16 @@ class Check:
                 print("gpu_check: payload requirements unmet here (installing anyway):\n  " + "\n  ".join(bad), flush=True)
             rc, s = self.run("setup", [self.py, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                                        "--no-cache-dir", "--disable-pip-version-check", "--upgrade", "--target", self.site,
-                                       *PLATFORM, *wheels], 120)
+                                       *PLATFORM, *wheels], min(120, self.left() - 60))
             if rc != 0: raise RuntimeError("pip install of the payload failed")
             out["install_s"] = round(s, 1)
             emb = self.cache / "embeddings"; emb.mkdir(parents=True, exist_ok=True)
             for f in (self.payload / "embeddings").glob("*.pt"): shutil.copy2(f, emb / f.name)
             out["shipped_embeddings"] = sorted(f.name for f in emb.glob("*.pt"))
-            rc, s = self.run("setup", [self.py, "bench/standins.py", "hub", self.hub], 120)
+            rc, s = self.run("setup", [self.py, "bench/standins.py", "hub", self.hub], min(120, self.left() - 60))
             if rc != 0: raise RuntimeError("building the stand-ins failed")
             out["standins_s"] = round(s, 1)
-            r = subprocess.run([self.py, "-c", PREFLIGHT], capture_output=True, text=True, cwd=ROOT, env=self.env(), timeout=120)
+            r = subprocess.run([self.py, "-c", PREFLIGHT], capture_output=True, text=True, cwd=ROOT, env=self.env(), timeout=max(5, min(120, self.left() - 60)))
             if r.returncode: raise RuntimeError(f"preflight failed: {r.stderr[-1500:]}")
             pre = json.loads(r.stdout.strip().splitlines()[-1])
             self.summary.update(device=pre["device"], torch=pre["torch"], python=pre["python"], cuda=pre["cuda"],
@@ -368,7 +375,7 @@ class Check:
             res["resumed_from_step_2"] = "resuming from step 2 of 4" in self.tail("fsdp", 200)
             if rc == 0:
                 cmp = subprocess.run([self.py, "-c", COMPARE, full / "adapter", resumed / "adapter"], capture_output=True,
-                                     text=True, env=self.env(), cwd=ROOT, timeout=120)
+                                     text=True, env=self.env(), cwd=ROOT, timeout=max(5, self.left() - 8))
                 res.update(json.loads(cmp.stdout.strip().splitlines()[-1]) if cmp.returncode == 0 else {"compare_error": cmp.stderr[-1500:]})
                 res["ok"] = (res.get("parallel") or {}).get("backend") == "FSDP" and res["resumed_from_step_2"] and "bit_identical" in res
         s = budget - (deadline - time.monotonic())
@@ -393,9 +400,10 @@ class Check:
                 "n = lambda f: len(torch.load(f, weights_only=True)['keys'])\n"
                 "print(json.dumps({f.name: [n(f), n(Path(sys.argv[2]) / f.name) if (Path(sys.argv[2]) / f.name).exists() else 0]\n"
                 "                 for f in Path(sys.argv[1]).glob('*.pt')}))")
+        if self.left() < 10: return {"error": "not counted: no time left before the deadline"}
         try:
             r = subprocess.run([self.py, "-c", code, self.cache / "embeddings", self.payload / "embeddings"], capture_output=True,
-                               text=True, env=self.env(), cwd=ROOT, timeout=60)
+                               text=True, env=self.env(), cwd=ROOT, timeout=min(60, self.left() - 5))
             counts = json.loads(r.stdout.strip().splitlines()[-1])
             return {"shipped": sum(b for a, b in counts.values()), "embedded_by_the_stand_in": sum(a - b for a, b in counts.values())}
         except Exception as e: return {"error": f"{type(e).__name__}: {e}"}
@@ -406,10 +414,7 @@ class Check:
         self.current = None
 
         def stopped(signum, frame):   # stopped from outside: end the running part's process group, keep what finished
-            if p := self.proc:
-                for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 5)):
-                    try: os.killpg(p.pid, sig); p.wait(wait); break
-                    except (ProcessLookupError, subprocess.TimeoutExpired): continue
+            if p := self.proc: kill_tree([p], grace=3)
             if self.current: self.summary["parts"][self.current] = {"status": "failed", "reason": f"gpu_check got signal {signum} while it ran"}
             self.summary["stopped_by_signal"] = signum
             self.flush(); os._exit(128 + signum)
@@ -424,7 +429,7 @@ class Check:
         skipped = []
         for name in PARTS:
             budget = BUDGET[name][self.mode]
-            left = DEADLINE[self.mode] - self.elapsed()
+            left = self.left() - TAIL[self.mode]
             lacking = [m for m in PART_NEEDS[name] if m in self.summary.get("preflight_failures", {})]
             why = ("not asked for (--only)" if name not in only else "setup failed" if not setup["ok"] else
                    "preflight: failed to import " + "; ".join(f"{m}: {self.summary['preflight_failures'][m]}" for m in lacking) if lacking else

@@ -53,11 +53,11 @@ def run_isolated(nb: str, flags: list[str], timeout: float, procs: dict | None =
             p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
                                  start_new_session=True)
             if procs is not None: procs[nb] = p
+            seen = {}
             try:
-                p.wait(timeout=max(1, timeout)); timed_out = False
-                try: os.killpg(p.pid, signal.SIGKILL)   # anything it left running
-                except ProcessLookupError: pass
-            except subprocess.TimeoutExpired: kill_group(p); timed_out = True
+                watch(p, max(1, timeout), seen); timed_out = False
+                kill_tree([p], grace=0, seen=seen)   # anything it left running
+            except subprocess.TimeoutExpired: kill_tree([p], seen=seen); timed_out = True
             finally:
                 if procs is not None: procs.pop(nb, None)
         text = log.read_text(errors="replace")
@@ -71,15 +71,58 @@ def run_isolated(nb: str, flags: list[str], timeout: float, procs: dict | None =
         return res
 
 
-def kill_group(p: subprocess.Popen, grace: float = 5):
-    "SIGTERM to the process group `p` leads, SIGKILL after `grace` s; then reap `p`, and SIGKILL whatever is left of the group."
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30)):
-        try: os.killpg(p.pid, sig)
-        except ProcessLookupError: pass
-        try: p.wait(wait); break
-        except subprocess.TimeoutExpired: continue
-    try: os.killpg(p.pid, signal.SIGKILL)   # a grandchild that outlived its parent
-    except ProcessLookupError: pass
+def _stat(pid: int) -> tuple[int, int, int] | None:
+    "(parent pid, process group, start time) of a process, from /proc (Linux); None once it is gone."
+    try: f = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError): return None
+    return int(f[1]), int(f[2]), int(f[19])
+
+
+def descendants(pid: int) -> dict[int, tuple[int, int]]:
+    """Every process below `pid` as {pid: (process group, start time)}: also those that left its process group (torchrun's
+    workers start sessions of their own). The start time tells a process from a later one given the same pid."""
+    stats = {int(d.name): st for d in Path("/proc").glob("[0-9]*") if (st := _stat(int(d.name)))}
+    children = {}
+    for q, (ppid, _, _) in stats.items(): children.setdefault(ppid, []).append(q)
+    out, todo = {}, [pid]
+    while todo:
+        for q in children.get(todo.pop(), []): out[q] = stats[q][1:]; todo.append(q)
+    return out
+
+
+def watch(p: subprocess.Popen, timeout: float, seen: dict) -> int:
+    "`p.wait(timeout)`, reading p's process tree into `seen` every half second: once p ends its orphans can no longer be found."
+    end = time.monotonic() + timeout
+    while True:
+        seen.update(descendants(p.pid))
+        try: return p.wait(max(0.01, min(0.5, end - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= end: raise
+
+
+def kill_tree(procs: list[subprocess.Popen], grace: float = 5, seen: dict | None = None):
+    """End each process, its process group and every descendant (those in `seen` too, read while they stood): SIGTERM to
+    all at once, SIGKILL after `grace` s to what is left; then reap the processes. A pid is signalled only while it
+    is the process that was seen (same start time), and a group only through its leader."""
+    seen = {} if seen is None else seen
+    def signal_all(sig):
+        for p in procs: seen.update(descendants(p.pid))
+        for p in procs:   # the leaders: their groups (start_new_session), and the process itself while not reaped
+            try:
+                os.killpg(p.pid, sig)
+                if p.poll() is None: os.kill(p.pid, sig)
+            except (ProcessLookupError, PermissionError): pass
+        for pid, (group, start) in seen.items():
+            if (st := _stat(pid)) is None or st[2] != start: continue   # gone, or its pid reused since
+            try: os.killpg(pid, sig) if group == pid else os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError): pass
+    if grace > 0: signal_all(signal.SIGTERM)
+    end = time.monotonic() + grace
+    while time.monotonic() < end and any(p.poll() is None for p in procs): time.sleep(0.1)
+    signal_all(signal.SIGKILL)
+    for p in procs:
+        try: p.wait(5)
+        except subprocess.TimeoutExpired: pass
 
 
 def main(argv=None):
@@ -126,7 +169,7 @@ def main(argv=None):
         for r in results.values():
             if r.get("status") == "running": r.update(status="stopped", error="the runner was stopped from outside while it ran")
         save()
-        for q in list(procs.values()): kill_group(q, 2)
+        kill_tree(list(procs.values()), 2)
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)

@@ -58,9 +58,11 @@ def alive(pid: int) -> bool:
 
 
 def slow_notebook(path: Path, pid_file: Path):
-    "A chapter that starts a grandchild (as the memory probes do) and then never ends."
+    """A chapter that starts a grandchild (as the memory probes do) in a process session of its own (as torchrun starts its
+    workers: out of reach of a kill of the chapter's group), and then never ends."""
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
-    notebook(path, [f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}])\ntime.sleep(600)"])
+    notebook(path, [f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True)\n"
+                    "time.sleep(600)"])
 
 
 def test_chapter_runner_kills_a_slow_chapter_with_its_children_and_keeps_the_others(tmp_path):
@@ -74,6 +76,18 @@ def test_chapter_runner_kills_a_slow_chapter_with_its_children_and_keeps_the_oth
     assert res["good"]["ok"] and res["good"]["status"] == "ok"
     assert res["slow"]["status"] == "timed out" and res["slow"]["wall_seconds"] < 25
     assert pid.exists() and not alive(int(pid.read_text()))
+
+
+def test_chapter_runner_ends_what_a_finished_chapter_left_running(tmp_path):
+    """A chapter that ends normally but leaves a process running in a session of its own (a launcher whose workers
+    outlive it): the runner read the tree while the chapter ran, and ends that process too."""
+    nb, pid = tmp_path / "leaves.ipynb", tmp_path / "grandchild.pid"
+    child = f"import os, time; open({str(pid)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    notebook(nb, [f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {child!r}], start_new_session=True)\n"
+                  "time.sleep(3)"])
+    r = run_chapters("--timeout", "60", nb)
+    assert r.returncode == 0 and pid.exists(), r.stdout + r.stderr
+    assert not alive(int(pid.read_text()))
 
 
 def test_chapter_runner_stopped_from_outside_keeps_what_finished(tmp_path):

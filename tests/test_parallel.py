@@ -162,6 +162,22 @@ def test_a_nan_loss_on_one_process_skips_the_whole_step_under_deepspeed(tmp_path
     assert all((w1[k] == w2[k]).all() for k in w1)   # DeepSpeed stepped its engine, and its overflow check kept the weights
 
 
+def test_a_nan_loss_on_one_process_skips_the_step_on_all_and_keeps_one_fp16_loss_scale(tmp_path):
+    """With each process its own loss (`global_contrast: false`), a NaN loss on one of them: every process skips the step
+    and keeps its loss scale (NaN gradients reach all through DDP's all-reduce, so all must know the loss was the cause);
+    a scale lowered on some processes only would scale their gradients differently from then on."""
+    launch = ["--config_file", str(cpu_config("accelerate_ddp.yaml", tmp_path))]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, str(ROOT / "tests" / "nan_on_one_rank.py"), "--config",
+           "tiny", "--output_dir", str(tmp_path / "run"), "--cache_dir", str(tmp_path / "cache"), "--max_steps", "3",
+           "--micro_batch_size", "2", "--contrast_batch_size", "2", "--global_contrast", "false", "--save_steps", "10",
+           "--progress", "false", "--plots", "false"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(ENV, NAN_FP16_SCALER="1"))
+    assert r.returncode == 0, r.stderr[-4000:]
+    recs = steps(tmp_path / "run")
+    assert [x["skipped"] for x in recs] == [0, 1, 0] and [x["loss_scale"] for x in recs] == [1024.0] * 3, recs
+    assert "non-finite loss, loss scale kept" in r.stderr
+
+
 def test_deepspeed_zero2_trains_4bit_weights_and_8bit_adam_as_one_process(tmp_path):
     """QLoRA under ZeRO-2 (weights replicated, 4-bit ones too) and bitsandbytes' 8-bit AdamW stepping ZeRO's flat
     float32 partition each train as one process does (8-bit states are blockwise over other layouts: ~10⁻³)."""
