@@ -15,7 +15,7 @@ from .config import RunConfig
 from .scoring import autocast_context, batched_logps, Items, make_items, scoring_batches
 from .step import batch_loss, contrast_step, _is_deepspeed, kto_reference_point, micro_batches
 from .checkpoints import make_optimizer
-from .stage import contrast_layout, deepspeed_config, _epoch_batches, _stage_settings, _whole_models
+from .stage import contrast_layout, deepspeed_config, _epoch_batches, _sized_like_random, _stage_settings, _whole_models
 
 # %% auto #0
 __all__ = ['PHASES', 'MEMORY_ALLOWANCE', 'ALLOCATOR_RESERVE', 'ZERO_DEFAULTS', 'measure_phases', 'estimate_memory',
@@ -58,7 +58,7 @@ def _fake_optimizer(cfg: RunConfig, params: list, device: str):
 
 def _run_batches(cfg: RunConfig, items: Items, global_batch: int) -> list[list[int]]:
     "The contrast batches a stage with `cfg` goes through, epoch after epoch, as `stage_batch` hands them out."
-    cfg = dataclasses.replace(cfg, contrast_sets="random")   # similar sets group prompts, not lengths: as many, drawn at random
+    cfg = _sized_like_random(cfg)
     per_epoch = len(_epoch_batches(cfg, items, global_batch, 0))
     accum = cfg.gradient_accumulation_steps
     n = accum * (cfg.max_steps or max(1, math.ceil(per_epoch // accum * cfg.num_epochs)))
@@ -138,7 +138,8 @@ def estimate_memory(cfg: RunConfig, device: str = "cuda", data: dict | None = No
                     gpu_memory: float | None = None, phases: tuple[str, ...] = PHASES, known: dict | None = None,
                     deepspeed: dict | None = None) -> dict:
     "Peak GPU memory of each phase of a run of `cfg` (bytes, by kind), from fake tensors at two depths extrapolated to the model's; `known`: phases not rerun; `deepspeed`: its config."
-    depth = model_config(cfg.model).get_text_config().num_hidden_layers
+    text = model_config(cfg.model).get_text_config()
+    depth = text.num_hidden_layers
     if depth <= 3: measured = measure_phases(cfg, device, None, data, processes, phases)
     else:   # every decoder layer is the same: what one more layer adds, times the layers left
         two, three = (measure_phases(cfg, device, n, data, processes, phases) for n in (2, 3))
@@ -149,7 +150,6 @@ def estimate_memory(cfg: RunConfig, device: str = "cuda", data: dict | None = No
     allowance = {**MEMORY_ALLOWANCE, "allocator reserve": ALLOCATOR_RESERVE * tensors}
     if deepspeed is not None:   # ZeRO's own buffers (and partitions), in the engine's dtype: bf16/fp16 under autocast on a GPU
         item = 4 if autocast_precision(cfg.dtype if cfg.dtype != "auto" else "bfloat16", device) == "no" else 2
-        text = model_config(cfg.model).get_text_config()
         allowance.update(zero_allowance(deepspeed, phases[peak_phase]["LoRA weights"], phases[peak_phase]["frozen weights"],
                                         depth, processes, item, text.vocab_size * text.hidden_size * item))
     elif processes > 1:   # DDP reduces gradients through buckets of their own size

@@ -123,7 +123,11 @@ class RewardModelJudge:
     @torch.no_grad()
     def scores(self, prompts: list, answers: list[str]) -> torch.Tensor:
         "One reward per (prompt, answer): the score head at the answer's last real token."
-        ids, out, pid = [x[:self.max_length] for x in self.encode(prompts, answers)], [], self.tokenizer.pad_token_id
+        return self._scores(self.encode(prompts, answers))
+
+    def _scores(self, encoded: list[list[int]]) -> torch.Tensor:
+        "`scores` from token ids already encoded (cut to `max_length` here)."
+        ids, out, pid = [x[:self.max_length] for x in encoded], [], self.tokenizer.pad_token_id
         # transformers pools at the last token that is not the pad id: with pad = EOS that is the token before an answer's
         # closing EOS. The head's input at each row's own last token does not depend on the ids; the head runs in float32
         head, seen = getattr(self.model, "score", None), {}
@@ -147,14 +151,15 @@ class RewardModelJudge:
                                f"of {len(scores)}): fp16 overflows some families (Gemma): use dtype='float32' or a GPU with bf16")
         return scores
 
-    def judgeable(self, prompts: list, answers: list[str]) -> list[bool]:
+    def judgeable(self, prompts: list, answers: list[str], encoded: list[list[int]] | None = None) -> list[bool]:
         "Whether each answer is non-empty and fits `max_length` with its prompt (else it would be scored cut)."
-        return [bool(a.strip()) and len(x) <= self.max_length for a, x in zip(answers, self.encode(prompts, answers))]
+        return [bool(a.strip()) and len(x) <= self.max_length for a, x in zip(answers, encoded or self.encode(prompts, answers))]
 
     def __call__(self, prompts, candidates, baselines) -> list[str | None]:
         candidates, baselines = [clean_answer(a) for a in candidates], [clean_answer(a) for a in baselines]
-        c, b = self.scores(prompts, candidates), self.scores(prompts, baselines)
-        ok = [x and y for x, y in zip(self.judgeable(prompts, candidates), self.judgeable(prompts, baselines))]
+        ec, eb = self.encode(prompts, candidates), self.encode(prompts, baselines)   # each text through the template once
+        c, b = self._scores(ec), self._scores(eb)
+        ok = [x and y for x, y in zip(self.judgeable(prompts, candidates, ec), self.judgeable(prompts, baselines, eb))]
         return [None if not k else "win" if x > y else "loss" if x < y else "tie" for k, x, y in zip(ok, c.tolist(), b.tolist())]
 
 class ImplicitRewardJudge:

@@ -40,6 +40,10 @@ def _epoch_batches(cfg: RunConfig, items: Items, global_batch: int, epoch: int,
     else: batches = random_batches(len(items), global_batch, seed)
     return [b for b in batches if len(b) == global_batch]
 
+def _sized_like_random(cfg: RunConfig) -> RunConfig:
+    "The config with random contrast sets: similar sets come as many per epoch, so they can be counted (and stood in for) before any embedding exists."
+    return dataclasses.replace(cfg, contrast_sets="random")
+
 
 # %% ../nbs/13_stage.ipynb #d043263b
 def _mean_metrics(records: list[dict]) -> dict:
@@ -158,8 +162,7 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
     local_batch, global_batch = contrast_layout(cfg, world)
     train_items = make_items(data["train"], kind, cfg.embed_prompt)
     test_items = make_items(data["test"], "paired" if "chosen_input_ids" in data["test"].column_names else "unpaired")
-    # similar sets come as many per epoch as random ones: counted before any embedding is computed
-    per_epoch = len(_epoch_batches(dataclasses.replace(scfg, contrast_sets="random"), train_items, global_batch, 0))
+    per_epoch = len(_epoch_batches(_sized_like_random(scfg), train_items, global_batch, 0))
     accum = cfg.gradient_accumulation_steps
     if per_epoch < accum:
         raise RunError(f"{len(train_items)} training items do not fill one optimizer step of {accum} × {global_batch} items")

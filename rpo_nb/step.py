@@ -32,8 +32,8 @@ def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items
     ref = to_device(reference[idx], device).reshape(-1).to(logps)
     if items.paired: pc, pr, rc, rr = logps[0::2], logps[1::2], ref[0::2], ref[1::2]
     else:   # positions, not a boolean mask: a mask's selection has a data-dependent size, which a GPU must report to the host
-        good, bad = (to_device(torch.tensor([k for k, i in enumerate(idx) if items.labels[i] == want], dtype=torch.long), device)
-                     for want in (True, False))   # a side may be empty (a process's slice of a batch): the losses allow that
+        sides = [[k for k, i in enumerate(idx) if items.labels[i] == want] for want in (True, False)]   # a side may be empty
+        good, bad = to_device(torch.tensor(sides[0] + sides[1], dtype=torch.long), device).split([len(s) for s in sides])
         pc, pr, rc, rr = logps[good], logps[bad], ref[good], ref[bad]
     extra, e = {}, None if embeddings is None else to_device(embeddings[idx], device)
     if e is not None and len(idx) > 1:   # how related the set's prompts are: the mean cosine of two different items' prompts
@@ -95,6 +95,8 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
     backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
     ctx = lambda last: _gradient_sync(accelerator, model, sync and last)
     order, sizes = to_device(torch.cat(positions), device), [len(p) for p in positions]
+    if torch.device(device).type == "cuda":   # page-locked once: the recompute's copies start from the same pinned tensors
+        micro_batches = [{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in mb.items()} for mb in micro_batches]
     n_local, single = len(order), len(micro_batches) == 1
     states, parts = [], []
     with ctx(True) if single else contextlib.nullcontext():
