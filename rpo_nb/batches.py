@@ -63,6 +63,18 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     while k < n and all(s[k] == seqs[0][k] for s in seqs[1:]): k += 1
     return k
 
+def _packed_mask(segs: list[list[int]], T: int) -> torch.Tensor:
+    "The 4-D mask of packed rows (segment -1 the shared prefix, j sequence j): prefix and own tokens, causally; padding sees itself."
+    seg = torch.full((len(segs), T), -2, dtype=torch.long)
+    for r, s in enumerate(segs): seg[r, :len(s)] = torch.tensor(s)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == -1)
+    real = (seg >= -1)
+    mask = causal & same & real[:, None, :] & real[:, :, None]
+    mask |= torch.eye(T, dtype=torch.bool) & ~real[:, :, None]    # padding attends to itself only
+    return mask[:, None]
+
+# %% ../nbs/03_batches.ipynb #a7be8a82
 def pack_sequences(groups: list[list[dict]], pad_id: int, share_prefix: bool = True) -> dict:
     "Rows of groups of `input_ids`/`labels` sequences (a group's common prefix stored once) + scored-token indices."
     if not share_prefix: groups = [[s] for g in groups for s in g]   # one row per sequence, same order
@@ -85,15 +97,7 @@ def pack_sequences(groups: list[list[dict]], pad_id: int, share_prefix: bool = T
         out["input_ids"][r, :len(row)] = torch.tensor(row); out["position_ids"][r, :len(row)] = torch.tensor(pos)
         pad_mask[r, :len(row)] = 1
     if not share_prefix: out["attention_mask"] = pad_mask   # one row per sequence and a 2-D mask: what FlashAttention reads
-    else:   # a 4-D mask, built here on the host: given a 2-D one (or none), transformers asks the GPU whether it holds padding
-        seg = torch.full((R, T), -2, dtype=torch.long)
-        for r, s in enumerate(segs): seg[r, :len(s)] = torch.tensor(s)
-        causal = torch.ones(T, T, dtype=torch.bool).tril()
-        same = (seg[:, :, None] == seg[:, None, :]) | (seg[:, None, :] == -1)
-        real = (seg >= -1)
-        mask = causal & same & real[:, None, :] & real[:, :, None]
-        mask |= torch.eye(T, dtype=torch.bool) & ~real[:, :, None]    # padding attends to itself only
-        out["attention_mask"] = mask[:, None]
+    else: out["attention_mask"] = _packed_mask(segs, T)   # 4-D, built on the host: given a 2-D mask (or none), transformers asks the GPU whether it holds padding
     rr, tt = zip(*index) if index else ((), ())
     out["token_index"] = torch.tensor(rr, dtype=torch.long) * T + torch.tensor(tt, dtype=torch.long)
     out["token_targets"] = torch.tensor(targets, dtype=torch.long)

@@ -37,6 +37,7 @@ def optimizer_step(accelerator, optimizer, model, max_grad_norm: float, metrics:
     optimizer.step()   # a no-op under DeepSpeed, whose engine stepped in the accumulation's last backward
     return values, False
 
+# %% ../nbs/12_checkpoints.ipynb #7d10d0cf
 def make_optimizer(cfg: RunConfig, params, lr: float, device: str, sharded: bool = False):
     "The configured optimiser over the trainable parameters; `sharded` (FSDP): a torch one, which steps sharded tensors."
     auto = "paged_adamw_8bit" if str(device).startswith("cuda") and not sharded else "adamw"
@@ -63,11 +64,6 @@ def make_scheduler(cfg: RunConfig, optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 # %% ../nbs/12_checkpoints.ipynb #5558768e
-def _checkpoints(folder: Path) -> list[Path]:
-    "Complete checkpoints, oldest first."
-    return sorted((p for p in folder.glob("step-*") if (p / "state.json").exists() and not p.name.endswith(".tmp")),
-                  key=lambda p: int(p.name.split("-")[1]))
-
 def _dtensor_type():
     try: from torch.distributed.tensor import DTensor
     except ImportError: return ()
@@ -104,26 +100,18 @@ def save_adapter(policy, folder: Path, accelerator):
     weights = adapter_weights(policy)
     if accelerator.is_main_process: unwrap(policy).save_pretrained(folder, state_dict=weights, selected_adapters=["default"])
 
+# %% ../nbs/12_checkpoints.ipynb #b4868d9a
+def _checkpoints(folder: Path) -> list[Path]:
+    "Complete checkpoints, oldest first."
+    return sorted((p for p in folder.glob("step-*") if (p / "state.json").exists() and not p.name.endswith(".tmp")),
+                  key=lambda p: int(p.name.split("-")[1]))
+
 def _local_optimizer_state(optimizer) -> dict:
     "This process's optimiser state with sharded (DTensor) tensors as their local pieces, which torch.save can write."
     sd = optimizer.state_dict()
     local = lambda v: v.to_local() if isinstance(v, _dtensor_type()) else v
     if "state" in sd: sd["state"] = {i: {k: local(v) for k, v in s.items()} for i, s in sd["state"].items()}
     return sd
-
-def _restore_optimizer_state(optimizer, sd: dict, accelerator):
-    "Load `_local_optimizer_state` output: local pieces become DTensors shaped like their parameters again."
-    if _is_deepspeed(accelerator):   # a ZeRO optimiser reads its own partition from a list of them, by process, and its
-        # float32 master weights from there too (not rebuilt from a bf16 module's rounded ones)
-        parts = [sd if r == accelerator.process_index else {} for r in range(accelerator.num_processes)]
-        return optimizer.optimizer.load_state_dict(parts, load_from_fp32_weights=True)
-    params = [p for g in getattr(optimizer, "param_groups", []) for p in g["params"]]
-    if "state" in sd and any(isinstance(p, _dtensor_type()) for p in params):
-        from torch.distributed.tensor import DTensor
-        wrap = lambda p, v: (DTensor.from_local(v.to(p.device), p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
-                             if v.shape == p.to_local().shape else v)   # shape: shards need not be even
-        sd["state"] = {i: {k: wrap(params[i], v) if torch.is_tensor(v) and v.ndim else v for k, v in s.items()} for i, s in sd["state"].items()}
-    optimizer.load_state_dict(sd)
 
 def save_checkpoint(folder: Path, step: int, policy, optimizer, scheduler, accelerator, keep: int, extra: dict) -> Path:
     "Write a checkpoint atomically (temp folder + rename) and keep the newest `keep`; every process calls it."
@@ -146,6 +134,21 @@ def save_checkpoint(folder: Path, step: int, policy, optimizer, scheduler, accel
         for old in _checkpoints(folder)[:-keep]: shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+# %% ../nbs/12_checkpoints.ipynb #2f9ef5ef
+def _restore_optimizer_state(optimizer, sd: dict, accelerator):
+    "Load `_local_optimizer_state` output: local pieces become DTensors shaped like their parameters again."
+    if _is_deepspeed(accelerator):   # a ZeRO optimiser reads its own partition from a list of them, by process, and its
+        # float32 master weights from there too (not rebuilt from a bf16 module's rounded ones)
+        parts = [sd if r == accelerator.process_index else {} for r in range(accelerator.num_processes)]
+        return optimizer.optimizer.load_state_dict(parts, load_from_fp32_weights=True)
+    params = [p for g in getattr(optimizer, "param_groups", []) for p in g["params"]]
+    if "state" in sd and any(isinstance(p, _dtensor_type()) for p in params):
+        from torch.distributed.tensor import DTensor
+        wrap = lambda p, v: (DTensor.from_local(v.to(p.device), p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+                             if v.shape == p.to_local().shape else v)   # shape: shards need not be even
+        sd["state"] = {i: {k: wrap(params[i], v) if torch.is_tensor(v) and v.ndim else v for k, v in s.items()} for i, s in sd["state"].items()}
+    optimizer.load_state_dict(sd)
 
 def load_checkpoint(path: Path, policy, optimizer, scheduler, accelerator) -> dict:
     "Restore adapter weights, optimiser, scheduler and this process's random state; the saved state dict."
@@ -178,6 +181,7 @@ def memory_metrics(device) -> dict:
     import resource
     return {"memory/rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}   # Linux: kilobytes
 
+# %% ../nbs/12_checkpoints.ipynb #8390c079
 class MetricsLog:
     "Step metrics to a JSONL file (main process) and, when asked and installed, to TensorBoard or W&B."
     def __init__(self, path: Path, cfg: RunConfig, main: bool, keep_until: int | None = None):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #828d4795
 from __future__ import annotations
-import argparse, contextlib, dataclasses, datetime, json, os, shutil, warnings
+import argparse, contextlib, dataclasses, datetime, io, json, os, shutil, sys, warnings
 from pathlib import Path
 
 import torch
@@ -121,6 +121,7 @@ def write_plots(out: Path, summary: dict):
     hist.savefig(out / "margins.png", dpi=110)
     plt.close(curves); plt.close(hist)   # written to disk: a notebook that trains many runs would hold every figure
 
+# %% ../nbs/20_cli.ipynb #5892d977
 def _describe_run(s: dict) -> str:
     "Precision, model source and speed of a finished stage, in two lines."
     if "resolved" not in s: return ""   # a run finished before these were recorded
@@ -152,12 +153,44 @@ def finish_run(cfg: RunConfig, accelerator, results: dict, tokenizer):
             print(f"adapter: {out / 'adapter'}")
     finally: accelerator.wait_for_everyone()   # reached even when the merge fails: no process waits an hour at a barrier
 
+# %% ../nbs/20_cli.ipynb #ba536378
+def _summary_line(cfg: RunConfig, results: dict) -> str:
+    "A finished run in one line: steps, held-out accuracy and margin before → after, data rows skipped and cut, the folder."
+    out, final = Path(cfg.output_dir), results.get("pref") or results["sft"]
+    report = json.loads((out / "data_report.json").read_text())
+    skipped = sum(len(set().union(*v.values())) for k, v in report.items() if k.endswith("skipped_rows") and v)   # rows, not items
+    cut = sum(len(set().union(*v.values())) for k, v in report.items() if k.endswith("truncated_rows") and v)
+    ties = lambda m: f" ({m['eval/rewards/ties']:.0%} ties)" if m.get("eval/rewards/ties") else ""
+    acc = lambda m: f"{m.get('eval/rewards/accuracies', float('nan')):.3f}{ties(m)}"
+    margin = lambda m: f"{m.get('eval/rewards/margins', float('nan')):+.4f}"
+    data = f"{skipped} data rows skipped, {cut} cut to fit" + \
+        (f", {len(report['warnings'])} data warnings in {out / 'data_report.json'}" if report["warnings"] else "")
+    return (f"{final['loss']}: {final['steps']} steps on {final['train_items']} items; held-out accuracy {acc(final['before'])} → "
+            f"{acc(final['after'])}, margin {margin(final['before'])} → {margin(final['after'])}; {data}; outputs in {out}")
+
+@contextlib.contextmanager
+def _quieted(quiet: bool):
+    "With `quiet`, what the block prints is held back: dropped when it ends well, printed when it raises (nothing hidden then)."
+    if not quiet: yield; return
+    held, real = io.StringIO(), sys.stdout
+    class Stream:   # a library may keep the stream it found (DeepSpeed's logger does): after the block it writes through
+        def write(self, s): return (held if active else real).write(s)
+        def flush(self): (held if active else real).flush()
+        def __getattr__(self, name): return getattr(real, name)
+    active = True
+    try:
+        with contextlib.redirect_stdout(Stream()): yield
+    except BaseException:
+        print(held.getvalue(), end=""); raise
+    finally: active = False
+
 # %% ../nbs/20_cli.ipynb #eccb5dd0
-def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    "Train as configured (SFT, preference or both stages) and write everything to `cfg.output_dir`."
+def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
+    "Train as configured (SFT, preference or both stages) and write everything to `cfg.output_dir`; `quiet`: one summary line."
     import transformers
-    with deterministic_kernels(cfg.deterministic):   # from before the first GPU work to the end
+    with deterministic_kernels(cfg.deterministic), _quieted(quiet):   # from before the first GPU work to the end
         accelerator = make_accelerator(cfg)
+        if quiet: cfg = dataclasses.replace(cfg, progress=False)   # one line, on a terminal too: no bars
         if not cfg.progress: transformers.utils.logging.disable_progress_bar()   # every bar from here on: the merge check's, the loader's
         state = check_output_dir(cfg, resume, overwrite)
         if cfg.merge: check_merge_first(cfg, accelerator)   # before training, not after it
@@ -172,6 +205,7 @@ def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
             adapter = out / "sft" / "adapter" if cfg.stage == "both" else cfg.sft_adapter
             results["pref"] = train_stage(cfg, accelerator, tokenizer, data, out, "pref", adapter, resume, predict("pref", out))
         finish_run(cfg, accelerator, results, tokenizer)
+    if quiet and accelerator.is_main_process: print(_summary_line(cfg, results))
     return results
 
 # %% ../nbs/20_cli.ipynb #4d74e781
@@ -189,6 +223,7 @@ def parse_overrides(args: list[str]) -> dict:
         i += 1
     return out
 
+# %% ../nbs/20_cli.ipynb #2f695b96
 def main(argv: list[str] | None = None):
     "Entry point of `rpo_train`."
     fields = "\n".join(f"  --{n} ({t}, default {d}): {c}" for n, t, d, c in config_fields())
@@ -203,6 +238,7 @@ def main(argv: list[str] | None = None):
     p.add_argument("--estimate", action="store_true",
                    help="print the peak GPU memory of each phase from the model's config alone (no weights loaded; written at most: "
                         "the config.json a hub download caches), and exit")
+    p.add_argument("--quiet", action="store_true", help="print one summary line at the end instead of the run's log")
     p.add_argument("--gpu_memory", help="GPU memory to check the estimate against, e.g. 16GB or 24GiB (default: the visible GPU's, else 16GB)")
     args, rest = p.parse_known_args(argv)
     overrides = parse_overrides(rest)
@@ -215,7 +251,7 @@ def main(argv: list[str] | None = None):
         except (ValueError, OSError) as e: raise SystemExit(f"rpo_train: {e}")   # a size, or a model config it cannot read
         return
     # a user's mistake (a folder, a file, a row, a setting) ends in one line that names it; a bug keeps its traceback
-    try: run(cfg, resume=args.resume, overwrite=args.overwrite)
+    try: run(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     except (RunError, DataError, RowError, FileNotFoundError) as e: raise SystemExit(f"rpo_train: {e}")
 
 # %% ../nbs/20_cli.ipynb #130847a2

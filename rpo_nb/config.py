@@ -16,14 +16,9 @@ from .tokens import tokenize_preferences
 from .losses import LOSSES
 
 # %% auto #0
-__all__ = ['DATASETS', 'RunError', 'RunConfig', 'shipped_configs', 'config_path', 'load_config', 'config_fields', 'run_data']
+__all__ = ['DATASETS', 'RunConfig', 'RunError', 'shipped_configs', 'config_path', 'load_config', 'config_fields', 'run_data']
 
-# %% ../nbs/09_config.ipynb #d5ff093f
-DATASETS = {"hh": load_hh, "tldr": load_tldr, "chat": load_chat_pairs, "trl": load_trl}
-
-class RunError(ValueError):
-    "A run that cannot start as configured: its output folder holds another run, or its settings do not fit its data."
-
+# %% ../nbs/09_config.ipynb #24a3a7e0
 @dataclass
 class RunConfig:
     "Every setting of a training run (model, data, loss, batching, optimiser, output)."
@@ -102,21 +97,45 @@ class RunConfig:
     merge: bool = False                 # also write the adapter merged into the base model (output_dir/merged)
     progress: bool = True               # show a tqdm progress bar
 
-    def __post_init__(self):
-        choices = {"loss": LOSSES, "dataset": DATASETS, "stage": ("sft", "pref", "both"), "weight_on": ("logit", "loss"),
-                   "quantization": ("auto", "nf4", "int8", "none"), "truncation": ("keep_end", "keep_start"),
-                   "lr_scheduler": ("constant", "linear", "cosine"), "contrast_sets": ("random", "similar"), "embed_prompt": ("plain", "model"),
-                   "sft_normalize": ("tokens", "answers"),
-                   "optimizer": ("auto", "adamw", "adamw_8bit", "paged_adamw_8bit", "rmsprop")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed: raise ValueError(f"{name} must be one of {sorted(allowed)}, not {getattr(self, name)!r}")
-        if self.contrast_batch_size is None: self.contrast_batch_size = self.micro_batch_size
-        if self.contrast_batch_size < 1 or self.micro_batch_size < 1: raise ValueError("batch sizes must be positive")
-        if self.attn_implementation == "flash_attention_2" and self.share_prompt:
-            raise ValueError("attn_implementation flash_attention_2 cannot read the tree masks of shared-prompt packing: "
-                             "set share_prompt: false with it (one row per sequence), or use sdpa (the default) with share_prompt")
+    def __post_init__(self): _check_config(self)   # choices and combinations: the next cell
+
+# %% ../nbs/09_config.ipynb #d5ff093f
+DATASETS = {"hh": load_hh, "tldr": load_tldr, "chat": load_chat_pairs, "trl": load_trl}
+
+class RunError(ValueError):
+    "A run that cannot start as configured: its output folder holds another run, or its settings do not fit its data."
+
+def _check_config(cfg: RunConfig):
+    "Refuse a value outside a field's choices, or a combination that cannot run; resolve `contrast_batch_size`."
+    choices = {"loss": LOSSES, "dataset": DATASETS, "stage": ("sft", "pref", "both"), "weight_on": ("logit", "loss"),
+               "quantization": ("auto", "nf4", "int8", "none"), "truncation": ("keep_end", "keep_start"),
+               "lr_scheduler": ("constant", "linear", "cosine"), "contrast_sets": ("random", "similar"), "embed_prompt": ("plain", "model"),
+               "sft_normalize": ("tokens", "answers"),
+               "optimizer": ("auto", "adamw", "adamw_8bit", "paged_adamw_8bit", "rmsprop")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed: raise ValueError(f"{name} must be one of {sorted(allowed)}, not {getattr(cfg, name)!r}")
+    if cfg.contrast_batch_size is None: cfg.contrast_batch_size = cfg.micro_batch_size
+    if cfg.contrast_batch_size < 1 or cfg.micro_batch_size < 1: raise ValueError("batch sizes must be positive")
+    if cfg.attn_implementation == "flash_attention_2" and cfg.share_prompt:
+        raise ValueError("attn_implementation flash_attention_2 cannot read the tree masks of shared-prompt packing: "
+                         "set share_prompt: false with it (one row per sequence), or use sdpa (the default) with share_prompt")
 
 # %% ../nbs/09_config.ipynb #2dfda695
+def shipped_configs() -> dict[str, Path]:
+    "The example run configs installed with rpo_nb, by name (`tiny`, `quickstart`, `paper_recipe_lora`, ...)."
+    import importlib.resources
+    folder = Path(str(importlib.resources.files("rpo_nb") / "configs"))
+    return {f.stem: f for f in sorted(folder.glob("*.yaml")) if not f.stem.startswith("accelerate_")}
+
+def config_path(name: str | Path) -> Path:
+    "A config file: a path as given, else one shipped with rpo_nb by name (with or without `.yaml`)."
+    if Path(name).is_file(): return Path(name)
+    shipped = shipped_configs()
+    if (key := Path(str(name)).name.removesuffix(".yaml")) in shipped and not Path(name).parent.name: return shipped[key]
+    raise FileNotFoundError(f"config {str(name)!r}: no such file, and not a config shipped with rpo_nb "
+                            f"({', '.join(shipped)})")
+
+# %% ../nbs/09_config.ipynb #4ab82f01
 def _coerce(name: str, value, hint):
     "A YAML or command-line value checked against a config field's type."
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -132,20 +151,6 @@ def _coerce(name: str, value, hint):
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ValueError(f"config field {name!r} must be {hint.__name__}, got {value!r}")
     return value
-
-def shipped_configs() -> dict[str, Path]:
-    "The example run configs installed with rpo_nb, by name (`tiny`, `quickstart`, `paper_recipe_lora`, ...)."
-    import importlib.resources
-    folder = Path(str(importlib.resources.files("rpo_nb") / "configs"))
-    return {f.stem: f for f in sorted(folder.glob("*.yaml")) if not f.stem.startswith("accelerate_")}
-
-def config_path(name: str | Path) -> Path:
-    "A config file: a path as given, else one shipped with rpo_nb by name (with or without `.yaml`)."
-    if Path(name).is_file(): return Path(name)
-    shipped = shipped_configs()
-    if (key := Path(str(name)).name.removesuffix(".yaml")) in shipped and not Path(name).parent.name: return shipped[key]
-    raise FileNotFoundError(f"config {str(name)!r}: no such file, and not a config shipped with rpo_nb "
-                            f"({', '.join(shipped)})")
 
 def load_config(path: str | Path | None = None, **overrides) -> RunConfig:
     "A RunConfig from a YAML file or shipped config name (optional) and overrides; unknown keys and wrong types are errors."

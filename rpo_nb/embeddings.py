@@ -13,8 +13,17 @@ import torch.nn.functional as F
 from .sources import cache_path
 
 # %% auto #0
-__all__ = ['DEFAULT_EMBEDDER', 'embedder_identity', 'resolve_embedder', 'load_embedder', 'release_embedders', 'EmbeddingCache',
-           'embedding_cache', 'embed_prompts', 'distance_weights', 'prompt_weights']
+__all__ = ['DEFAULT_EMBEDDER', 'distance_weights', 'embedder_identity', 'resolve_embedder', 'load_embedder', 'release_embedders',
+           'EmbeddingCache', 'embedding_cache', 'embed_prompts', 'prompt_weights']
+
+# %% ../nbs/04_embeddings.ipynb #123f818e
+def distance_weights(chosen_emb: torch.Tensor, rejected_emb: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
+    "M×N weights: softmax over rejected items of −(1 − cosine similarity of the prompts)/τ; rows sum to 1."
+    if tau <= 0: raise ValueError(f"tau must be positive, got {tau}")
+    dtype = torch.float64 if chosen_emb.dtype == torch.float64 else torch.float32
+    c, r = F.normalize(chosen_emb.to(dtype), dim=-1), F.normalize(rejected_emb.to(dtype), dim=-1)
+    distance = 1 - c @ r.T
+    return torch.softmax(-distance / tau, dim=-1)
 
 # %% ../nbs/04_embeddings.ipynb #d2e651cc
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -120,15 +129,7 @@ def embed_prompts(prompts: list[str], model=DEFAULT_EMBEDDER, batch_size: int = 
     if not prompts: return torch.zeros(0, 0)
     return cache(prompts)
 
-# %% ../nbs/04_embeddings.ipynb #123f818e
-def distance_weights(chosen_emb: torch.Tensor, rejected_emb: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
-    "M×N weights: softmax over rejected items of −(1 − cosine similarity of the prompts)/τ; rows sum to 1."
-    if tau <= 0: raise ValueError(f"tau must be positive, got {tau}")
-    dtype = torch.float64 if chosen_emb.dtype == torch.float64 else torch.float32
-    c, r = F.normalize(chosen_emb.to(dtype), dim=-1), F.normalize(rejected_emb.to(dtype), dim=-1)
-    distance = 1 - c @ r.T
-    return torch.softmax(-distance / tau, dim=-1)
-
+# %% ../nbs/04_embeddings.ipynb #ced54729
 def prompt_weights(chosen_prompts: list[str], rejected_prompts: list[str], tau: float = 0.5,
                    model=DEFAULT_EMBEDDER, cache_dir: Path | str | bool | None = None) -> torch.Tensor:
     "Distance weights straight from prompt texts (unpaired data: the chosen and the rejected items' prompts)."

@@ -19,8 +19,8 @@ from .stage import contrast_layout, deepspeed_config, _epoch_batches, _sized_lik
 
 # %% auto #0
 __all__ = ['PHASES', 'MEMORY_ALLOWANCE', 'ALLOCATOR_RESERVE', 'ZERO_DEFAULTS', 'measure_phases', 'estimate_memory',
-           'gpu_total_memory', 'parse_memory', 'memory_report', 'fitting_settings', 'estimate_summary',
-           'zero_allowance', 'predict_stage_memory']
+           'gpu_total_memory', 'parse_memory', 'memory_report', 'zero_allowance', 'fitting_settings',
+           'estimate_summary', 'predict_stage_memory']
 
 # %% ../nbs/15_estimate.ipynb #363162e3
 def _longest_items(cfg: RunConfig, n: int, kind: str) -> Items:
@@ -66,12 +66,11 @@ def _run_batches(cfg: RunConfig, items: Items, global_batch: int) -> list[list[i
     while len(out) < n and per_epoch: out += _epoch_batches(cfg, items, global_batch, epoch); epoch += 1
     return out[:n]
 
-# %% ../nbs/15_estimate.ipynb #a3982bc3
+# %% ../nbs/15_estimate.ipynb #d4683a63
 PHASES = ("reference pass", "training step", "held-out evaluation")
 
-def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = None, data: dict | None = None,
-                   processes: int = 1, phases: tuple[str, ...] = PHASES) -> dict:
-    "Each phase's peak tensor bytes and their breakdown, for a run of `cfg` on `device`, on fake tensors (nothing allocated)."
+def _fake_run_policy(cfg: RunConfig, device: str, layers: int | None):
+    "The run's policy on fake tensors in the precision it would have on `device`: (policy, fake mode, model config, autocast precision)."
     from torch._subclasses.fake_tensor import FakeTensorMode
     if device.startswith("cuda") and cfg.dtype == "auto" and not torch.cuda.is_available():
         quantization, dt = resolve_precision(cfg.quantization, "bfloat16", device)   # a GPU not at hand: fp16 is as large
@@ -83,7 +82,10 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
         policy = fake_policy(config, mode, quantization, dt, layers, cfg.attn_implementation, r=cfg.lora_r, alpha=cfg.lora_alpha,
                              dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,
                              gradient_checkpointing=cfg.gradient_checkpointing)
-    counter = TensorMemory(config.get_text_config().vocab_size, fake=True)
+    return policy, mode, config, mp
+
+def _phase_items(cfg: RunConfig, data: dict | None, processes: int) -> tuple[Items, Items, list[list[int]], list]:
+    "Training and held-out items, the step's heaviest contrast batches and their packed micro-batches (host memory, uncounted)."
     kind, (local, _) = LOSSES[cfg.loss].kind, contrast_layout(cfg, processes)
     if data is None:   # the longest batches the settings allow
         train = _longest_items(cfg, max(local, cfg.eval_batch_size), kind)
@@ -93,15 +95,26 @@ def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = No
         test = make_items(data["test"], "paired" if "chosen_input_ids" in data["test"].column_names else "unpaired")
         per_process = [b[r * local:(r + 1) * local] for b in _run_batches(cfg, train, local * processes) for r in range(processes)]
         steps = _heaviest(train, per_process) if per_process else []
-    kw = dict(batch_size=cfg.eval_batch_size, pad_id=0, share_prompt=cfg.share_prompt, mixed_precision=mp)
-    # a scoring pass peaks in one of its batches: the heaviest of those `batched_logps` makes, each scored alone
-    heavy = lambda items: [Items([items.groups[i] for i in b], [""] * len(b), None, items.paired)
-                           for b in _heaviest(items, scoring_batches(items, cfg.eval_batch_size))]
-    trainable = [p for p in policy.parameters() if p.requires_grad]
     # the step peaks in the backward of its heaviest micro-batch, or of the next one, once the LoRA gradients exist: those
-    # two (the longest, as `micro_batches` orders them) stand for the whole contrast batch; packed in host memory, uncounted
+    # two (the longest, as `micro_batches` orders them) stand for the whole contrast batch
     steps = [sorted(idx, key=lambda i: -train.lengths[i])[:2 * cfg.micro_batch_size] for idx in steps]
-    packed = [micro_batches(train, idx, cfg.micro_batch_size, 0, cfg.share_prompt) for idx in steps]
+    return train, test, steps, [micro_batches(train, idx, cfg.micro_batch_size, 0, cfg.share_prompt) for idx in steps]
+
+def _heavy_scoring(items: Items, batch_size: int) -> list[Items]:
+    "A scoring pass peaks in one of its batches: the heaviest of those `batched_logps` makes, each to be scored alone."
+    return [Items([items.groups[i] for i in b], [""] * len(b), None, items.paired) for b in _heaviest(items, scoring_batches(items, batch_size))]
+
+# %% ../nbs/15_estimate.ipynb #a3982bc3
+def measure_phases(cfg: RunConfig, device: str = "cuda", layers: int | None = None, data: dict | None = None,
+                   processes: int = 1, phases: tuple[str, ...] = PHASES) -> dict:
+    "Each phase's peak tensor bytes and their breakdown, for a run of `cfg` on `device`, on fake tensors (nothing allocated)."
+    policy, mode, config, mp = _fake_run_policy(cfg, device, layers)
+    counter = TensorMemory(config.get_text_config().vocab_size, fake=True)
+    kind = LOSSES[cfg.loss].kind
+    train, test, steps, packed = _phase_items(cfg, data, processes)
+    kw = dict(batch_size=cfg.eval_batch_size, pad_id=0, share_prompt=cfg.share_prompt, mixed_precision=mp)
+    heavy = lambda items: _heavy_scoring(items, cfg.eval_batch_size)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
     with mode:   # the loss's tables: a run keeps them in CPU memory, so they are made fake but not counted
         reference = torch.zeros(len(train), 2 if train.paired else 1)
         embeddings = torch.zeros(len(train), 384) if "embeddings" in LOSSES[cfg.loss].needs and cfg.use_embeddings else None
@@ -187,41 +200,6 @@ def memory_report(est: dict) -> str:
                 f"of {_gb(est['gpu_memory'])}: {verdict}")
     return "\n".join(rows)
 
-def fitting_settings(cfg: RunConfig, gpu_memory: float, device: str = "cuda", processes: int = 1, known: dict | None = None) -> dict:
-    "The largest micro_batch_size, eval_batch_size and max_length (each changed alone) whose estimate fits `gpu_memory`."
-    out = {}
-    known = known or estimate_memory(cfg, device, None, processes, gpu_memory)["phases"]
-    for name, grid in (("micro_batch_size", range(1, cfg.micro_batch_size + 1)), ("eval_batch_size", range(1, cfg.eval_batch_size + 1)),
-                       ("max_length", range(64, cfg.max_length + 1, 64))):
-        # a batch size changes only the phases it batches: the others keep their first estimate
-        rerun = {"micro_batch_size": ("training step",), "eval_batch_size": ("reference pass", "held-out evaluation")}.get(name, PHASES)
-        def fits(v):
-            c = dataclasses.replace(cfg, **{name: v}, **({"max_prompt_length": min(cfg.max_prompt_length, v // 2)} if name == "max_length" else {}))
-            return estimate_memory(c, device, None, processes, gpu_memory, rerun, known)["fits"]
-        lo, hi, best = 0, len(grid) - 1, None   # the estimate grows with each of them: a binary search
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            if fits(grid[mid]): best, lo = grid[mid], mid + 1
-            else: hi = mid - 1
-        out[name] = best
-    return out
-
-def estimate_summary(cfg: RunConfig, gpu_memory: float | None = None, device: str = "cuda") -> str:
-    "What `rpo_train --estimate` prints: the settings, the table, and when it does not fit, the sizes that would."
-    # the stage that holds the most: the preference stage's pairs (also for stage both), else SFT's single answers
-    cfg = _stage_settings(cfg, "sft" if cfg.stage == "sft" else "pref")[0]
-    est = estimate_memory(cfg, device, gpu_memory=gpu_memory)
-    quantization, dt = resolve_precision(cfg.quantization, "bfloat16" if cfg.dtype == "auto" else cfg.dtype, device)
-    head = (f"{cfg.model} ({est['layers']} layers), {quantization}, {str(dt).split('.')[-1]} compute"
-            f"{' (or fp16: as large)' if cfg.dtype == 'auto' else ''}, LoRA r={cfg.lora_r}, {cfg.loss}: micro-batch "
-            f"{cfg.micro_batch_size} of a contrast batch of {cfg.contrast_batch_size}, eval batch {cfg.eval_batch_size}, "
-            f"≤ {cfg.max_length} tokens; every answer as long as max_length allows (the worst batch)")
-    lines = [head, memory_report(est)]
-    if not est["fits"]:
-        sizes = fitting_settings(cfg, est["gpu_memory"], device, known=est["phases"])
-        lines.append("fits with (each alone): " + ", ".join(f"{k} {v}" if v else f"no {k}" for k, v in sizes.items()))
-    return "\n".join(lines)
-
 # %% ../nbs/15_estimate.ipynb #95cb623d
 ZERO_DEFAULTS = {"reduce_bucket_size": 5e8, "contiguous_gradients": True, "stage3_prefetch_bucket_size": 5e7,
                  "stage3_max_live_parameters": 1e9}   # DeepSpeed's
@@ -245,6 +223,43 @@ def zero_allowance(deepspeed: dict, lora_bytes: float, frozen_bytes: float, laye
         # what is gathered at once: a decoder layer, or the head while the log-probs are chunked (2× a layer at 128k tokens)
         out["ZeRO-3 weights gathered"] = min(max(frozen_bytes / layers, largest_bytes), z["stage3_max_live_parameters"] * itemsize)
     return out
+
+# %% ../nbs/15_estimate.ipynb #4be5eb7f
+def fitting_settings(cfg: RunConfig, gpu_memory: float, device: str = "cuda", processes: int = 1, known: dict | None = None) -> dict:
+    "The largest micro_batch_size, eval_batch_size and max_length (each changed alone) whose estimate fits `gpu_memory`."
+    out = {}
+    known = known or estimate_memory(cfg, device, None, processes, gpu_memory)["phases"]
+    for name, grid in (("micro_batch_size", range(1, cfg.micro_batch_size + 1)), ("eval_batch_size", range(1, cfg.eval_batch_size + 1)),
+                       ("max_length", range(64, cfg.max_length + 1, 64))):
+        # a batch size changes only the phases it batches: the others keep their first estimate
+        rerun = {"micro_batch_size": ("training step",), "eval_batch_size": ("reference pass", "held-out evaluation")}.get(name, PHASES)
+        def fits(v):
+            c = dataclasses.replace(cfg, **{name: v}, **({"max_prompt_length": min(cfg.max_prompt_length, v // 2)} if name == "max_length" else {}))
+            return estimate_memory(c, device, None, processes, gpu_memory, rerun, known)["fits"]
+        lo, hi, best = 0, len(grid) - 1, None   # the estimate grows with each of them: a binary search
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if fits(grid[mid]): best, lo = grid[mid], mid + 1
+            else: hi = mid - 1
+        out[name] = best
+    return out
+
+# %% ../nbs/15_estimate.ipynb #b6d28ec7
+def estimate_summary(cfg: RunConfig, gpu_memory: float | None = None, device: str = "cuda") -> str:
+    "What `rpo_train --estimate` prints: the settings, the table, and when it does not fit, the sizes that would."
+    # the stage that holds the most: the preference stage's pairs (also for stage both), else SFT's single answers
+    cfg = _stage_settings(cfg, "sft" if cfg.stage == "sft" else "pref")[0]
+    est = estimate_memory(cfg, device, gpu_memory=gpu_memory)
+    quantization, dt = resolve_precision(cfg.quantization, "bfloat16" if cfg.dtype == "auto" else cfg.dtype, device)
+    head = (f"{cfg.model} ({est['layers']} layers), {quantization}, {str(dt).split('.')[-1]} compute"
+            f"{' (or fp16: as large)' if cfg.dtype == 'auto' else ''}, LoRA r={cfg.lora_r}, {cfg.loss}: micro-batch "
+            f"{cfg.micro_batch_size} of a contrast batch of {cfg.contrast_batch_size}, eval batch {cfg.eval_batch_size}, "
+            f"≤ {cfg.max_length} tokens; every answer as long as max_length allows (the worst batch)")
+    lines = [head, memory_report(est)]
+    if not est["fits"]:
+        sizes = fitting_settings(cfg, est["gpu_memory"], device, known=est["phases"])
+        lines.append("fits with (each alone): " + ", ".join(f"{k} {v}" if v else f"no {k}" for k, v in sizes.items()))
+    return "\n".join(lines)
 
 # %% ../nbs/15_estimate.ipynb #916c74b6
 def predict_stage_memory(cfg: RunConfig, data: dict, accelerator, stage: str = "pref") -> dict | None:

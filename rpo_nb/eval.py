@@ -56,6 +56,7 @@ def run_report(output_dir: str | Path) -> dict:
     done = json.loads((Path(output_dir) / "done.json").read_text())
     return {"loss": done["loss"], "before": margin_report(done["spread_before"]), "after": margin_report(done["spread_after"])}
 
+# %% ../nbs/16_eval.ipynb #49f30759
 def _run_folder(adapter: str | Path) -> Path | None:
     "The run folder an adapter belongs to: its parent for a stage's `adapter`, three up for a checkpoint's."
     a = Path(adapter)
@@ -82,6 +83,7 @@ def run_settings(adapter: str | Path) -> dict:
         if f.exists(): return yaml.safe_load(f.read_text()) or {}
     return {}
 
+# %% ../nbs/16_eval.ipynb #51ecb20b
 def load_trained(model: str, adapter: str | Path | None, quantization: str = "auto", device: str | None = None,
                  dtype: str = "auto", reference: str | Path | None = None, attn_implementation: str | None = None):
     "A base model with a trained LoRA adapter on top (or the bare base), in eval mode; `reference`: that adapter too, as 'reference'."
@@ -120,6 +122,7 @@ def prompt_batch(tokenizer, prompts: list, max_prompt_length: int = 256) -> dict
     return {"input_ids": torch.tensor([[pid] * (n - len(r)) + r for r in rows]),
             "attention_mask": torch.tensor([[0] * (n - len(r)) + [1] * len(r) for r in rows])}
 
+# %% ../nbs/16_eval.ipynb #5180e487
 def _row_budget(prompt_lengths: torch.Tensor, width: int, max_length: int):
     "A stopping criterion: each row stops once its own prompt + answer fill `max_length` tokens."
     from transformers import StoppingCriteria
@@ -156,6 +159,7 @@ def sample_answers(model, tokenizer, prompts: list, max_new_tokens: int | None =
     finally: model.train(was_training)
     return out
 
+# %% ../nbs/16_eval.ipynb #16a8dc61
 def save_samples(path: str | Path, prompts: list, chosen: list, policy: list[str]) -> list[dict]:
     "Write {prompt, chosen, policy} records (the reference implementation's sample format) as JSON."
     from rpo_nb.data import prompt_text

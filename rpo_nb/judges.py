@@ -43,6 +43,7 @@ def parse_verdict(reply: str, word: str) -> int | None:
     if m: return int(m.group(1))
     return 0 if re.search(r"\b(tie|equally good|both are equally)\b", reply, re.I) else None
 
+# %% ../nbs/17_judges.ipynb #eba21649
 class LLMJudge:
     "Pairwise judge over an OpenAI-compatible chat-completions endpoint, following the paper's protocol."
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
@@ -62,35 +63,40 @@ class LLMJudge:
             body.append(f"{word.title()} {k}: {clean_answer(a)}\nEND OF {word.upper()} {k}")
         return [{"role": "user", "content": f"{intro}\n\n{prompt}"}, {"role": "user", "content": "\n\n".join(body + [question])}]
 
-    def _complete(self, messages: list[dict]) -> tuple[str | None, int]:
-        "The reply text (None after all tries fail) and the number of tries."
-        body = json.dumps({"model": self.model, "messages": messages, "temperature": 0, "max_tokens": 16}).encode()
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
-        for attempt in range(1, self.retries + 1):
-            try:
-                req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                    return json.loads(r.read())["choices"][0]["message"]["content"] or "", attempt
-            except urllib.error.HTTPError as e:
-                if e.code not in (408, 409, 429) and e.code < 500: return None, attempt   # a client error will not heal
-            except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError, TypeError): pass
-            if attempt < self.retries: time.sleep(self.backoff * 2 ** (attempt - 1))
-        return None, self.retries
+# %% ../nbs/17_judges.ipynb #6a64e881
+from fastcore.basics import patch
 
-    def __call__(self, prompts: list[str], candidates: list[str], baselines: list[str]) -> list[str | None]:
-        "Verdicts from the candidates' side: 'win', 'loss', 'tie' or None."
-        out = []
-        for p, c, b in zip(prompts, candidates, baselines):
-            swap = self.rng.random() < 0.5
-            if not clean_answer(c) or not clean_answer(b):   # nothing to judge: no verdict, and no request
-                self.log.append({"candidate_first": not swap, "reply": None, "verdict": None, "tries": 0, "why": "empty answer"})
-                out.append(None); continue
-            reply, tries = self._complete(self.messages(p, *((b, c) if swap else (c, b))))
-            label = parse_verdict(reply, JUDGE_QUESTIONS[self.task][1]) if reply is not None else None
-            verdict = None if label is None else "tie" if label == 0 else ("win" if (label == 2) == swap else "loss")
-            self.log.append({"candidate_first": not swap, "reply": reply, "verdict": verdict, "tries": tries})
-            out.append(verdict)
-        return out
+@patch
+def _complete(self: LLMJudge, messages: list[dict]) -> tuple[str | None, int]:
+    "The reply text (None after all tries fail) and the number of tries."
+    body = json.dumps({"model": self.model, "messages": messages, "temperature": 0, "max_tokens": 16}).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
+    for attempt in range(1, self.retries + 1):
+        try:
+            req = urllib.request.Request(f"{self.base_url}/chat/completions", data=body, headers=headers, method="POST")
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return json.loads(r.read())["choices"][0]["message"]["content"] or "", attempt
+        except urllib.error.HTTPError as e:
+            if e.code not in (408, 409, 429) and e.code < 500: return None, attempt   # a client error will not heal
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError, IndexError, TypeError): pass
+        if attempt < self.retries: time.sleep(self.backoff * 2 ** (attempt - 1))
+    return None, self.retries
+
+@patch
+def __call__(self: LLMJudge, prompts: list[str], candidates: list[str], baselines: list[str]) -> list[str | None]:
+    "Verdicts from the candidates' side: 'win', 'loss', 'tie' or None."
+    out = []
+    for p, c, b in zip(prompts, candidates, baselines):
+        swap = self.rng.random() < 0.5
+        if not clean_answer(c) or not clean_answer(b):   # nothing to judge: no verdict, and no request
+            self.log.append({"candidate_first": not swap, "reply": None, "verdict": None, "tries": 0, "why": "empty answer"})
+            out.append(None); continue
+        reply, tries = self._complete(self.messages(p, *((b, c) if swap else (c, b))))
+        label = parse_verdict(reply, JUDGE_QUESTIONS[self.task][1]) if reply is not None else None
+        verdict = None if label is None else "tie" if label == 0 else ("win" if (label == 2) == swap else "loss")
+        self.log.append({"candidate_first": not swap, "reply": reply, "verdict": verdict, "tries": tries})
+        out.append(verdict)
+    return out
 
 # %% ../nbs/17_judges.ipynb #b1868bba
 class RewardModelJudge:
@@ -125,43 +131,48 @@ class RewardModelJudge:
         "One reward per (prompt, answer): the score head at the answer's last real token."
         return self._scores(self.encode(prompts, answers))
 
-    def _scores(self, encoded: list[list[int]]) -> torch.Tensor:
-        "`scores` from token ids already encoded (cut to `max_length` here)."
-        ids, out, pid = [x[:self.max_length] for x in encoded], [], self.tokenizer.pad_token_id
-        # transformers pools at the last token that is not the pad id: with pad = EOS that is the token before an answer's
-        # closing EOS. The head's input at each row's own last token does not depend on the ids; the head runs in float32
-        head, seen = getattr(self.model, "score", None), {}
-        hook = head.register_forward_hook(lambda m, i, o: seen.update(hidden=i[0])) if head is not None else None
-        try:
-            for s in range(0, len(ids), self.batch_size):
-                rows = ids[s:s + self.batch_size]; n = max(map(len, rows))
-                enc = {"input_ids": torch.tensor([r + [pid] * (n - len(r)) for r in rows]),
-                       "attention_mask": torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])}
-                logits = self.model(**to_device(enc, self.device)).logits
-                last = to_device(torch.tensor([len(r) - 1 for r in rows]), self.device)
-                if hook is not None:
-                    h = seen["hidden"][torch.arange(len(rows), device=last.device), last].float()
-                    logits = torch.nn.functional.linear(h, head.weight.float(), None if head.bias is None else head.bias.float())
-                out.append(logits[:, 0].float())
-        finally:
-            if hook is not None: hook.remove()
-        scores = torch.cat(out).cpu() if out else torch.zeros(0)
-        if not torch.isfinite(scores).all():   # NaN compares false both ways: every verdict would be a silent tie
-            raise RuntimeError(f"the reward model gives non-finite scores in {self.model.dtype} ({int((~torch.isfinite(scores)).sum())} "
-                               f"of {len(scores)}): fp16 overflows some families (Gemma): use dtype='float32' or a GPU with bf16")
-        return scores
+# %% ../nbs/17_judges.ipynb #087eefc8
+@patch
+def _scores(self: RewardModelJudge, encoded: list[list[int]]) -> torch.Tensor:
+    "`scores` from token ids already encoded (cut to `max_length` here)."
+    ids, out, pid = [x[:self.max_length] for x in encoded], [], self.tokenizer.pad_token_id
+    # transformers pools at the last token that is not the pad id: with pad = EOS that is the token before an answer's
+    # closing EOS. The head's input at each row's own last token does not depend on the ids; the head runs in float32
+    head, seen = getattr(self.model, "score", None), {}
+    hook = head.register_forward_hook(lambda m, i, o: seen.update(hidden=i[0])) if head is not None else None
+    try:
+        for s in range(0, len(ids), self.batch_size):
+            rows = ids[s:s + self.batch_size]; n = max(map(len, rows))
+            enc = {"input_ids": torch.tensor([r + [pid] * (n - len(r)) for r in rows]),
+                   "attention_mask": torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])}
+            logits = self.model(**to_device(enc, self.device)).logits
+            last = to_device(torch.tensor([len(r) - 1 for r in rows]), self.device)
+            if hook is not None:
+                h = seen["hidden"][torch.arange(len(rows), device=last.device), last].float()
+                logits = torch.nn.functional.linear(h, head.weight.float(), None if head.bias is None else head.bias.float())
+            out.append(logits[:, 0].float())
+    finally:
+        if hook is not None: hook.remove()
+    scores = torch.cat(out).cpu() if out else torch.zeros(0)
+    if not torch.isfinite(scores).all():   # NaN compares false both ways: every verdict would be a silent tie
+        raise RuntimeError(f"the reward model gives non-finite scores in {self.model.dtype} ({int((~torch.isfinite(scores)).sum())} "
+                           f"of {len(scores)}): fp16 overflows some families (Gemma): use dtype='float32' or a GPU with bf16")
+    return scores
 
-    def judgeable(self, prompts: list, answers: list[str], encoded: list[list[int]] | None = None) -> list[bool]:
-        "Whether each answer is non-empty and fits `max_length` with its prompt (else it would be scored cut)."
-        return [bool(a.strip()) and len(x) <= self.max_length for a, x in zip(answers, encoded or self.encode(prompts, answers))]
+@patch
+def judgeable(self: RewardModelJudge, prompts: list, answers: list[str], encoded: list[list[int]] | None = None) -> list[bool]:
+    "Whether each answer is non-empty and fits `max_length` with its prompt (else it would be scored cut)."
+    return [bool(a.strip()) and len(x) <= self.max_length for a, x in zip(answers, encoded or self.encode(prompts, answers))]
 
-    def __call__(self, prompts, candidates, baselines) -> list[str | None]:
-        candidates, baselines = [clean_answer(a) for a in candidates], [clean_answer(a) for a in baselines]
-        ec, eb = self.encode(prompts, candidates), self.encode(prompts, baselines)   # each text through the template once
-        c, b = self._scores(ec), self._scores(eb)
-        ok = [x and y for x, y in zip(self.judgeable(prompts, candidates, ec), self.judgeable(prompts, baselines, eb))]
-        return [None if not k else "win" if x > y else "loss" if x < y else "tie" for k, x, y in zip(ok, c.tolist(), b.tolist())]
+@patch
+def __call__(self: RewardModelJudge, prompts, candidates, baselines) -> list[str | None]:
+    candidates, baselines = [clean_answer(a) for a in candidates], [clean_answer(a) for a in baselines]
+    ec, eb = self.encode(prompts, candidates), self.encode(prompts, baselines)   # each text through the template once
+    c, b = self._scores(ec), self._scores(eb)
+    ok = [x and y for x, y in zip(self.judgeable(prompts, candidates, ec), self.judgeable(prompts, baselines, eb))]
+    return [None if not k else "win" if x > y else "loss" if x < y else "tie" for k, x, y in zip(ok, c.tolist(), b.tolist())]
 
+# %% ../nbs/17_judges.ipynb #50de2357
 class ImplicitRewardJudge:
     "Pairwise judge from a trained policy's implicit reward β(log π − log π_ref); the higher reward wins."
     def __init__(self, model: str, adapter: str | Path, beta: float = 0.1, max_length: int = 512,

@@ -42,6 +42,7 @@ def _eager_mask(mask: torch.Tensor, lm: torch.nn.Module) -> torch.Tensor:
     if dt not in (torch.bfloat16, torch.float32): dt = torch.float32   # fp16's minimum plus a score can overflow to -inf
     return torch.zeros(mask.shape, dtype=dt, device=mask.device).masked_fill(~mask, torch.finfo(dt).min)
 
+# %% ../nbs/07_logprobs.ipynb #15ba36c1
 class SequenceLogProbs(torch.nn.Module):
     "Summed log-probs of the scored tokens of packed sequences, without full-vocabulary logits."
     def __init__(self, policy: torch.nn.Module, chunk_size: int | None = None):
@@ -65,28 +66,32 @@ class SequenceLogProbs(torch.nn.Module):
     def get_input_embeddings(self): return self.language_model().get_input_embeddings()     # FSDP shards these two
     def get_output_embeddings(self): return self.language_model().get_output_embeddings()   # in units of their own
 
-    def forward(self, input_ids, attention_mask, position_ids, token_index, token_targets,
-                token_counts) -> tuple[torch.Tensor, torch.Tensor]:
-        lm = self.language_model()
-        cfg = lm.config.get_text_config()
-        if attention_mask is not None and attention_mask.ndim == 4:
-            impl = cfg._attn_implementation
-            if impl not in ("sdpa", "eager"): raise ValueError(f"shared-prompt packing needs sdpa or eager attention, not {impl}")
-            if impl == "eager": attention_mask = _eager_mask(attention_mask, lm)
-        hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               use_cache=False).last_hidden_state
-        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, token_index.to(hidden.device))
-        targets, head = token_targets.to(hidden.device), lm.get_output_embeddings()
-        scale, softcap = getattr(cfg, "logit_scale", None) or 1.0, getattr(cfg, "final_logit_softcapping", None)
-        parts = []
-        for s in range(0, len(targets), self.chunk_size):
-            args = (hidden[s:s + self.chunk_size], targets[s:s + self.chunk_size], head, scale, softcap)
-            parts.append(checkpoint(_token_logps, *args, use_reentrant=False) if torch.is_grad_enabled() else _token_logps(*args))
-        tok = torch.cat(parts) if parts else _upcast(hidden.new_zeros(0))
-        counts = token_counts.to(tok.device)
-        # each sequence's tokens are one run of `tok`: a segmented sum adds a run's values in one fixed order, on a GPU
-        # too (index_add's float atomics add them in whatever order the threads arrive: the last bits vary run to run)
-        return torch.segment_reduce(tok, "sum", lengths=counts, unsafe=True), counts.to(tok.dtype)
+# %% ../nbs/07_logprobs.ipynb #9ad93a78
+from fastcore.basics import patch
+
+@patch
+def forward(self: SequenceLogProbs, input_ids, attention_mask, position_ids, token_index, token_targets,
+            token_counts) -> tuple[torch.Tensor, torch.Tensor]:
+    lm = self.language_model()
+    cfg = lm.config.get_text_config()
+    if attention_mask is not None and attention_mask.ndim == 4:
+        impl = cfg._attn_implementation
+        if impl not in ("sdpa", "eager"): raise ValueError(f"shared-prompt packing needs sdpa or eager attention, not {impl}")
+        if impl == "eager": attention_mask = _eager_mask(attention_mask, lm)
+    hidden = lm.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                           use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, token_index.to(hidden.device))
+    targets, head = token_targets.to(hidden.device), lm.get_output_embeddings()
+    scale, softcap = getattr(cfg, "logit_scale", None) or 1.0, getattr(cfg, "final_logit_softcapping", None)
+    parts = []
+    for s in range(0, len(targets), self.chunk_size):
+        args = (hidden[s:s + self.chunk_size], targets[s:s + self.chunk_size], head, scale, softcap)
+        parts.append(checkpoint(_token_logps, *args, use_reentrant=False) if torch.is_grad_enabled() else _token_logps(*args))
+    tok = torch.cat(parts) if parts else _upcast(hidden.new_zeros(0))
+    counts = token_counts.to(tok.device)
+    # each sequence's tokens are one run of `tok`: a segmented sum adds a run's values in one fixed order, on a GPU
+    # too (index_add's float atomics add them in whatever order the threads arrive: the last bits vary run to run)
+    return torch.segment_reduce(tok, "sum", lengths=counts, unsafe=True), counts.to(tok.dtype)
 
 # %% ../nbs/07_logprobs.ipynb #fd79d684
 def naive_sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

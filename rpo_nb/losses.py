@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .batches import host_values
 
 # %% auto #0
-__all__ = ['LOSSES', 'contrast_matrix', 'implicit_rewards', 'rpo_loss', 'dpo_loss', 'ipo_loss', 'cdpo_loss', 'rpo_diagonal_loss',
+__all__ = ['LOSSES', 'contrast_matrix', 'implicit_rewards', 'rpo_loss', 'dpo_loss', 'rpo_diagonal_loss', 'ipo_loss', 'cdpo_loss',
            'kto_loss', 'sft_loss', 'preference_metrics', 'Loss']
 
 # %% ../nbs/05_losses.ipynb #b3442c24
@@ -67,21 +67,6 @@ def dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
     return (-F.logsigmoid(beta * h),) + implicit_rewards(policy_chosen_logps, policy_rejected_logps,
                                                          reference_chosen_logps, reference_rejected_logps, beta)
 
-def ipo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
-             beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "IPO: (h_i − 1/(2β))²."
-    h = _paired_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
-    return ((h - 1 / (2 * beta)) ** 2,) + implicit_rewards(policy_chosen_logps, policy_rejected_logps,
-                                                           reference_chosen_logps, reference_rejected_logps, beta)
-
-def cdpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
-              beta: float = 0.1, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Conservative DPO: labels flipped with probability ε = `label_smoothing`."
-    h = _paired_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
-    losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
-    return (losses,) + implicit_rewards(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
-                                        reference_rejected_logps, beta)
-
 # %% ../nbs/05_losses.ipynb #51f369a5
 def rpo_diagonal_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
                       beta: float = 0.1, diagonal_weight: float = 0.8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,6 +82,22 @@ def rpo_diagonal_loss(policy_chosen_logps, policy_rejected_logps, reference_chos
     if N == 1: return (diagonal,) + rewards
     off = (pair.sum(-1) - diagonal) / (N - 1)
     return (diagonal_weight * diagonal + (1 - diagonal_weight) * off,) + rewards
+
+# %% ../nbs/05_losses.ipynb #e4b8f695
+def ipo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+             beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "IPO: (h_i − 1/(2β))²."
+    h = _paired_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    return ((h - 1 / (2 * beta)) ** 2,) + implicit_rewards(policy_chosen_logps, policy_rejected_logps,
+                                                           reference_chosen_logps, reference_rejected_logps, beta)
+
+def cdpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+              beta: float = 0.1, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Conservative DPO: labels flipped with probability ε = `label_smoothing`."
+    h = _paired_logits(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps)
+    losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    return (losses,) + implicit_rewards(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+                                        reference_rejected_logps, beta)
 
 # %% ../nbs/05_losses.ipynb #13081a6a
 def kto_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,

@@ -33,12 +33,6 @@ class TensorMemory(TorchDispatchMode):
         self.now = self.peak = 0
         self.phase, self.tag, self.phases, self.trainable = None, None, {}, []
 
-    def _kind(self, t: torch.Tensor) -> str:
-        if self.tag: return self.tag
-        if not (t.is_floating_point() or t.is_complex()): return "inputs and masks"
-        if self.vocab and t.dim() >= 1 and t.shape[-1] == self.vocab: return "log-prob chunks"   # a chunk's logits
-        return "activations"
-
     def _track(self, t, kind: str | None = None):
         if not isinstance(t, torch.Tensor) or t.device.type == "meta": return
         st = t.untyped_storage()
@@ -53,47 +47,6 @@ class TensorMemory(TorchDispatchMode):
     def _free(self, key):
         n, kind = self.live.pop(key, (0, None))
         if kind: self.kinds[kind] -= n; self.now -= n
-
-    def _reclass(self, t: torch.Tensor, kind: str):
-        if t.device.type == "meta": return
-        key = t.untyped_storage()._cdata
-        if key not in self.live: return self._track(t, kind)
-        n, old = self.live[key]
-        self.kinds[old] -= n; self.kinds[kind] += n; self.live[key] = (n, kind)
-
-    def classify(self, model: torch.nn.Module):
-        "Count `model`'s parameters, buffers and 4-bit quantisation states as its weights, frozen or LoRA."
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
-        for p in model.parameters():
-            self._reclass(p, "LoRA weights" if p.requires_grad else "frozen weights")
-            for t in quant_state_tensors(p): self._reclass(t, "frozen weights")
-        for b in model.buffers(): self._reclass(b, "frozen weights")
-
-    def breakdown(self) -> dict:
-        "Bytes live now, in all and by kind (a trainable parameter's .grad counts as a LoRA gradient)."
-        b, seen = dict(self.kinds), set()
-        for p in self.trainable:
-            if p.grad is None: continue
-            key = p.grad.untyped_storage()._cdata
-            if key in seen or key not in self.live: continue
-            seen.add(key); n, kind = self.live[key]
-            b[kind] -= n; b["LoRA gradients"] = b.get("LoRA gradients", 0) + n
-        return {"peak": self.now, **{k: b.get(k, 0) for k in MEMORY_KINDS}}
-
-    @contextlib.contextmanager
-    def measure(self, phase: str):
-        "Attribute the block's peak to `phase` (the highest of all its blocks)."
-        prev, self.phase = self.phase, phase
-        if phase not in self.phases or self.now > self.phases[phase]["peak"]: self.phases[phase] = self.breakdown()
-        try: yield
-        finally: self.phase = prev
-
-    @contextlib.contextmanager
-    def tagged(self, kind: str):
-        "Count every tensor made in the block as `kind`."
-        prev, self.tag = self.tag, kind
-        try: yield
-        finally: self.tag = prev
 
     def __enter__(self):
         _COUNTERS.append(self)
@@ -112,6 +65,63 @@ class TensorMemory(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]: self._track(t)
         return out
+
+# %% ../nbs/08_memory.ipynb #af66426e
+from fastcore.basics import patch
+
+@patch
+def _kind(self: TensorMemory, t: torch.Tensor) -> str:
+    if self.tag: return self.tag
+    if not (t.is_floating_point() or t.is_complex()): return "inputs and masks"
+    if self.vocab and t.dim() >= 1 and t.shape[-1] == self.vocab: return "log-prob chunks"   # a chunk's logits
+    return "activations"
+
+@patch
+def _reclass(self: TensorMemory, t: torch.Tensor, kind: str):
+    if t.device.type == "meta": return
+    key = t.untyped_storage()._cdata
+    if key not in self.live: return self._track(t, kind)
+    n, old = self.live[key]
+    self.kinds[old] -= n; self.kinds[kind] += n; self.live[key] = (n, kind)
+
+@patch
+def classify(self: TensorMemory, model: torch.nn.Module):
+    "Count `model`'s parameters, buffers and 4-bit quantisation states as its weights, frozen or LoRA."
+    self.trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in model.parameters():
+        self._reclass(p, "LoRA weights" if p.requires_grad else "frozen weights")
+        for t in quant_state_tensors(p): self._reclass(t, "frozen weights")
+    for b in model.buffers(): self._reclass(b, "frozen weights")
+
+# %% ../nbs/08_memory.ipynb #753d47f3
+@patch
+def breakdown(self: TensorMemory) -> dict:
+    "Bytes live now, in all and by kind (a trainable parameter's .grad counts as a LoRA gradient)."
+    b, seen = dict(self.kinds), set()
+    for p in self.trainable:
+        if p.grad is None: continue
+        key = p.grad.untyped_storage()._cdata
+        if key in seen or key not in self.live: continue
+        seen.add(key); n, kind = self.live[key]
+        b[kind] -= n; b["LoRA gradients"] = b.get("LoRA gradients", 0) + n
+    return {"peak": self.now, **{k: b.get(k, 0) for k in MEMORY_KINDS}}
+
+@patch
+@contextlib.contextmanager
+def measure(self: TensorMemory, phase: str):
+    "Attribute the block's peak to `phase` (the highest of all its blocks)."
+    prev, self.phase = self.phase, phase
+    if phase not in self.phases or self.now > self.phases[phase]["peak"]: self.phases[phase] = self.breakdown()
+    try: yield
+    finally: self.phase = prev
+
+@patch
+@contextlib.contextmanager
+def tagged(self: TensorMemory, kind: str):
+    "Count every tensor made in the block as `kind`."
+    prev, self.tag = self.tag, kind
+    try: yield
+    finally: self.tag = prev
 
 # %% ../nbs/08_memory.ipynb #70d4a4cc
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ def autocast_precision(dtype: str | torch.dtype = "auto", device: str | None = N
     if not device.startswith("cuda"): return "no"
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(resolve_precision("none", dtype, device)[1], "no")
 
+# %% ../nbs/06_model.ipynb #a14fb357
 def _attention(requested: str | None, device: str) -> str | None:
     "The attention implementation to ask transformers for, falling back from FlashAttention with a message."
     if requested != "flash_attention_2": return requested
@@ -119,6 +120,7 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_
     # from_pretrained leaves every layer in eval mode, and transformers checkpoints only layers in training mode
     return policy.train()
 
+# %% ../nbs/06_model.ipynb #ab0e2d7a
 def unwrap(model):
     "The peft model inside DDP/FSDP and the `SequenceLogProbs` wrapper."
     while hasattr(model, "module") or hasattr(model, "policy"):

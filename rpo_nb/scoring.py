@@ -62,6 +62,7 @@ def scoring_batches(items: Items, batch_size: int) -> list[list[int]]:
     order = sorted(range(len(items)), key=lambda i: items.lengths[i])
     return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
 
+# %% ../nbs/10_scoring.ipynb #57441afa
 @torch.no_grad()
 def batched_logps(model, items: Items, batch_size: int, pad_id: int, accelerator=None, share_prompt: bool = True,
                   desc: str | None = None, split: bool = True, mixed_precision: str = "no", to_cpu: bool = True) -> torch.Tensor:
@@ -139,6 +140,7 @@ def reference_key(cfg: RunConfig, items: Items, adapter: str | Path | None, devi
             h.update(np.asarray(s["input_ids"], dtype=np.int64).tobytes()); h.update(np.asarray(s["labels"], dtype=np.int64).tobytes())
     return h.hexdigest()[:24]
 
+# %% ../nbs/10_scoring.ipynb #340a2a6b
 def nonfinite_message(model, logps: torch.Tensor, mixed_precision: str = "no") -> str:
     "One line for a run whose reference log-probs are not finite: the model family, the precision, and what to do."
     family, bad = getattr(unwrap(model).config, "model_type", "the model"), int((~torch.isfinite(logps)).reshape(len(logps), -1).any(-1).sum())

@@ -117,6 +117,7 @@ def _convert_gguf(gguf: Path, dest: Path):
             if not (dest / "config.json").exists(): raise   # else another process won the race
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+# %% ../nbs/00_sources.ipynb #6af1f2b9
 TINY_MODEL = "rpo-nb/tiny-random-llama"
 
 def _build_tiny(dest: Path):
@@ -136,6 +137,7 @@ def _build_tiny(dest: Path):
             if not (dest / "config.json").exists(): raise
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+# %% ../nbs/00_sources.ipynb #0811c774
 def resolve_pretrained(name_or_path: str | Path) -> str:
     "What to load for `name_or_path`: a folder as is; online, the hub id; offline, the hub cache, else the offline SmolLM2 copy."
     if Path(name_or_path).exists(): return str(name_or_path)

@@ -71,14 +71,6 @@ def contrast_layout(cfg: RunConfig, processes: int) -> tuple[int, int]:
                        f"(or global_contrast: false for a loss per process)")
     return B // processes, B
 
-def _frozen_share(policy, accelerator) -> list[int]:
-    "Frozen weights each process holds (elements): all of them under DDP, a shard under FSDP or ZeRO-3."
-    DTensor = _dtensor_type()
-    held = lambda p: p.to_local() if isinstance(p, DTensor) else getattr(p, "ds_tensor", p)   # ZeRO-3: its partition
-    n = sum(held(p).numel() for p in policy.parameters() if not p.requires_grad)
-    t = torch.tensor([n], device=accelerator.device)
-    return (accelerator.gather(t) if accelerator.num_processes > 1 else t).tolist()
-
 @dataclass
 class Stage:
     "What one training stage holds while it runs: settings, items, reference log-probs, the prepared policy and its optimiser."
@@ -91,18 +83,14 @@ class Stage:
     sharded_layers: int = 0                        # decoder layers FSDP made units of their own
     batches: dict = field(default_factory=dict)   # the current epoch's contrast batches
 
-def _deepspeed_settings(cfg: RunConfig, accelerator, backwards: int):
-    "DeepSpeed's own batch settings, which it checks and acts on: the micro-batch, backward passes per step, clipping."
-    quantization = resolve_precision(cfg.quantization, cfg.dtype, str(accelerator.device))[0]   # 'auto' is nf4 on a GPU
-    if quantization in ("nf4", "int8") and accelerator.state.deepspeed_plugin.zero_stage == 3:
-        raise RunError("DeepSpeed ZeRO-3 partitions the weights, which 4-bit/8-bit weights cannot be: use quantization: none, "
-                       "ZeRO-2, or FSDP (accelerate_fsdp.yaml) to shard a quantised model")
-    ds = accelerator.state.deepspeed_plugin.deepspeed_config
-    if _autos(ds) or "optimizer" in ds or "scheduler" in ds:   # an HF-style config file: filled in place (accelerate reads this dict)
-        filled = deepspeed_config(ds, model_config(cfg.model).get_text_config().hidden_size)
-        ds.clear(); ds.update(filled)
-    ds.update(train_micro_batch_size_per_gpu=cfg.micro_batch_size, gradient_accumulation_steps=backwards,
-              gradient_clipping=cfg.max_grad_norm, train_batch_size=cfg.micro_batch_size * backwards * accelerator.num_processes)
+# %% ../nbs/13_stage.ipynb #e78c14bb
+def _frozen_share(policy, accelerator) -> list[int]:
+    "Frozen weights each process holds (elements): all of them under DDP, a shard under FSDP or ZeRO-3."
+    DTensor = _dtensor_type()
+    held = lambda p: p.to_local() if isinstance(p, DTensor) else getattr(p, "ds_tensor", p)   # ZeRO-3: its partition
+    n = sum(held(p).numel() for p in policy.parameters() if not p.requires_grad)
+    t = torch.tensor([n], device=accelerator.device)
+    return (accelerator.gather(t) if accelerator.num_processes > 1 else t).tolist()
 
 @contextlib.contextmanager
 def _whole_models():
@@ -113,6 +101,14 @@ def _whole_models():
     hf_deepspeed.unset_hf_deepspeed_config()
     try: yield
     finally: hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+def _stage_embeddings(cfg: RunConfig, scfg: RunConfig, accelerator, items: Items) -> torch.Tensor | None:
+    "The prompts' embeddings when the stage's loss or its contrast sets use them (the embedder released after), else None."
+    if not (("embeddings" in LOSSES[scfg.loss].needs and cfg.use_embeddings) or cfg.contrast_sets == "similar"): return None
+    with accelerator.main_process_first(), _whole_models():
+        emb = embed_prompts(items.prompts, cfg.embedder, cache_dir=Path(cfg.cache_dir) / "embeddings" if cfg.cache_dir else None)
+    release_embedders()
+    return emb
 
 def _fsdp_settings(cfg: RunConfig, accelerator):
     "FSDP's precision: weights computed in the autocast dtype, but outputs (summed log-probs) and gradient reductions in float32."
@@ -125,7 +121,6 @@ def _fsdp_settings(cfg: RunConfig, accelerator):
         dt = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float16
         # accelerate's default casts the root module's output to bf16 too: summed log-probs would keep 2-3 digits
         plugin.mixed_precision_policy = MixedPrecisionPolicy(param_dtype=dt, reduce_dtype=torch.float32, output_dtype=None)
-
 
 # %% ../nbs/13_stage.ipynb #c261656b
 _FILLED_LATER = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping",
@@ -152,6 +147,19 @@ def deepspeed_config(ds: dict, hidden_size: int) -> dict:
     if left: raise RunError(f"the DeepSpeed config leaves {left} 'auto', which neither rpo_nb nor accelerate fills: give them values")
     return ds
 
+def _deepspeed_settings(cfg: RunConfig, accelerator, backwards: int):
+    "DeepSpeed's own batch settings, which it checks and acts on: the micro-batch, backward passes per step, clipping."
+    quantization = resolve_precision(cfg.quantization, cfg.dtype, str(accelerator.device))[0]   # 'auto' is nf4 on a GPU
+    if quantization in ("nf4", "int8") and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        raise RunError("DeepSpeed ZeRO-3 partitions the weights, which 4-bit/8-bit weights cannot be: use quantization: none, "
+                       "ZeRO-2, or FSDP (accelerate_fsdp.yaml) to shard a quantised model")
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    if _autos(ds) or "optimizer" in ds or "scheduler" in ds:   # an HF-style config file: filled in place (accelerate reads this dict)
+        filled = deepspeed_config(ds, model_config(cfg.model).get_text_config().hidden_size)
+        ds.clear(); ds.update(filled)
+    ds.update(train_micro_batch_size_per_gpu=cfg.micro_batch_size, gradient_accumulation_steps=backwards,
+              gradient_clipping=cfg.max_grad_norm, train_batch_size=cfg.micro_batch_size * backwards * accelerator.num_processes)
+
 # %% ../nbs/13_stage.ipynb #44b4eb3c
 def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
                   adapter: str | Path | None = None) -> Stage:
@@ -172,11 +180,7 @@ def prepare_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path,
     if _is_deepspeed(accelerator):   # checked and set before any model work
         _deepspeed_settings(cfg, accelerator, accum * -(-local_batch // cfg.micro_batch_size))
     if fsdp: _fsdp_settings(cfg, accelerator)
-    emb = None
-    if ("embeddings" in LOSSES[scfg.loss].needs and cfg.use_embeddings) or cfg.contrast_sets == "similar":   # before the model loads
-        with accelerator.main_process_first(), _whole_models():
-            emb = embed_prompts(train_items.prompts, cfg.embedder, cache_dir=Path(cfg.cache_dir) / "embeddings" if cfg.cache_dir else None)
-        release_embedders()
+    emb = _stage_embeddings(cfg, scfg, accelerator, train_items)   # before the model loads
     set_seed(cfg.seed)
     policy = build_policy(cfg.model, cfg.quantization, cfg.dtype, str(accelerator.device), cfg.attn_implementation,
                           r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_target_modules,

@@ -50,6 +50,7 @@ def batch_loss(cfg: RunConfig, logps: torch.Tensor, idx: list[int], items: Items
     losses, cr, rj = row.fn(pc, pr, rc, rr, **kw)
     return losses.mean(), {**preference_metrics(cr, rj, pc, pr, paired=items.paired, as_tensors=True), **extra}
 
+# %% ../nbs/11_step.ipynb #418622c0
 def micro_batches(items: Items, idx: list[int], size: int, pad_id: int, share_prompt: bool = True) -> tuple[list[dict], list[torch.Tensor]]:
     "Packed micro-batches of `size` items (longest first, in host memory) and each one's sequence positions in item order."
     per = 2 if items.paired else 1
@@ -71,6 +72,7 @@ def _set_rng_state(state: tuple):
     torch.set_rng_state(state[0])
     if state[1] is not None: torch.cuda.set_rng_state(state[1][1], state[1][0])
 
+# %% ../nbs/11_step.ipynb #86884af6
 def _is_deepspeed(accelerator) -> bool:
     from accelerate.utils import DistributedType
     return accelerator is not None and accelerator.distributed_type == DistributedType.DEEPSPEED
@@ -86,6 +88,7 @@ def _gradient_sync(accelerator, model, sync: bool):
     try: yield
     finally: accelerator.gradient_state._set_sync_gradients(True)
 
+# %% ../nbs/11_step.ipynb #56c62e26
 def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor], loss_fn, accelerator=None,
                   global_contrast: bool = True, grad_scale: float = 1.0, sync: bool = True, replay_rng: bool = True,
                   device=None) -> dict:
@@ -100,14 +103,14 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
     n_local, single = len(order), len(micro_batches) == 1
     states, parts = [], []
     with ctx(True) if single else contextlib.nullcontext():
-        with torch.set_grad_enabled(single):
+        with torch.set_grad_enabled(single):   # pass 1 (with gradients only when it is the only pass)
             for mb in micro_batches:   # a micro-batch's inputs go to the device as it runs, and leave with it
                 states.append(_rng_state(device))
                 parts.append(model(**to_device(mb, device))[0])
         local = torch.zeros(n_local, dtype=parts[0].dtype, device=parts[0].device).index_copy(0, order, torch.cat(parts))
         gathered = accelerator.gather(local.detach()) if world > 1 else local.detach()
         leaf = gathered.clone().requires_grad_()
-        loss, metrics = loss_fn(leaf)
+        loss, metrics = loss_fn(leaf)   # the loss over the whole contrast batch; g = dL/dlogp below
         (grad,) = torch.autograd.grad(loss, leaf)
         # a loss that is not finite sends NaN gradients rather than a decision read back to the host: the gradient norm is
         # then NaN on every process (DDP, FSDP and ZeRO reduce the gradients), and the optimizer step skips the update on
@@ -116,7 +119,7 @@ def contrast_step(model, micro_batches: list[dict], positions: list[torch.Tensor
         rank = accelerator.process_index if world > 1 else 0
         g_local = grad[rank * n_local:(rank + 1) * n_local] * (world * grad_scale)
         if single: backward((local * g_local).sum())
-    if not single:
+    if not single:   # pass 2: each micro-batch again, backpropagating sum(g * logp)
         end = _rng_state(device)
         for k, (mb, st, g) in enumerate(zip(micro_batches, states, g_local.index_select(0, order).split(sizes))):
             if replay_rng: _set_rng_state(st)   # the recompute draws the same dropout masks as the first pass

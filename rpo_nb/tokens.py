@@ -42,7 +42,7 @@ def answer_end_id(tokenizer) -> int:
         warnings.warn(f"the chat template ends an assistant turn with {after.strip()!r}, which holds no special token; answers end in EOS")
     return tokenizer.eos_token_id if end is None else end
 
-# %% ../nbs/02_tokens.ipynb #553e86e5
+# %% ../nbs/02_tokens.ipynb #b9977467
 def truncate_prompt(ids: list[int], max_prompt_length: int, truncation: str = "keep_end", bos_token_id: int | None = None) -> list[int]:
     "Prompt ids cut to `max_prompt_length`: keep_end keeps the last ones (and a leading BOS), keep_start the first."
     if len(ids) <= max_prompt_length: return ids
@@ -50,6 +50,7 @@ def truncate_prompt(ids: list[int], max_prompt_length: int, truncation: str = "k
     keep = ids[:1] if bos_token_id is not None and ids[0] == bos_token_id else []   # dialogue: the latest turns matter most
     return keep + ids[len(ids) - max_prompt_length + len(keep):]
 
+# %% ../nbs/02_tokens.ipynb #553e86e5
 def encode_answers(prompt: str, answers: list[str], tokenizer, max_length: int = 512, max_prompt_length: int = 256,
                    truncation: str = "keep_end", bos: bool | None = None, end_id: int | None = None) -> dict | None:
     "Prompt + each answer + its end token (`answer_end_id`) as token ids, one prompt for all cut by the longest answer; None if no answer token fits."

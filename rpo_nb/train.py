@@ -37,25 +37,32 @@ def _shared_batches(st: Stage, batches: list[list[int]]) -> list[list[int]]:
     t = broadcast(torch.tensor(batches, dtype=torch.long, device=acc.device).reshape(len(batches), st.global_batch), from_process=0)
     return t.tolist()   # every process reaches this at the same step: the epoch's first batch
 
+# %% ../nbs/14_train.ipynb #ee6b85f2
+def _contrast_batch(st: Stage, c: int, scale: float, sync: bool) -> tuple[dict, int]:
+    "The run's c-th global contrast batch through `contrast_step`: its metrics (0-dim tensors) and every process's tokens."
+    cfg, acc, rank = st.cfg, st.accelerator, st.accelerator.process_index
+    idx = stage_batch(st, c)
+    local = idx[rank * st.local_batch:(rank + 1) * st.local_batch]
+    loss_idx = idx if cfg.global_contrast else local
+    mbs, pos = micro_batches(st.train_items, local, cfg.micro_batch_size, st.pad_id, cfg.share_prompt)
+    z = kto_reference_point(st.policy, st.train_items, idx, cfg, st.pad_id, acc) if "kl" in LOSSES[cfg.loss].needs else None
+    n_tok = st.n_tokens[loss_idx] if "n_tokens" in LOSSES[cfg.loss].needs else None
+    fn = lambda lp, li=loss_idx, z=z, n=n_tok: batch_loss(cfg, lp, li, st.train_items, st.reference, st.embeddings, n, z)
+    rec = contrast_step(st.policy, mbs, pos, fn, acc, cfg.global_contrast, scale, sync=sync)
+    return rec, sum(len(s["input_ids"]) for i in idx for s in st.train_items.groups[i])   # every process's: all know idx
+
+# %% ../nbs/14_train.ipynb #7e2e61a2
 def train_step(st: Stage, step: int) -> dict:
     "One optimizer step: `gradient_accumulation_steps` contrast batches, clipping, the update; its metrics, read back once."
     cfg, acc, accum = st.cfg, st.accelerator, st.cfg.gradient_accumulation_steps
-    rank = acc.process_index
     t0, records, tokens = time.perf_counter(), [], 0
     st.policy.train()   # set here, not left to whatever ran last: checkpointing and dropout act only in training mode
     n_micro = -(-st.local_batch // cfg.micro_batch_size)
     # the share of the step's gradient each contrast batch carries; DeepSpeed divides by its backward count itself
     scale = n_micro if _is_deepspeed(acc) else 1 / accum   # DeepSpeed: ×(accum · n_micro) / accum
     for a in range(accum):
-        idx = stage_batch(st, step * accum + a)
-        local = idx[rank * st.local_batch:(rank + 1) * st.local_batch]
-        loss_idx = idx if cfg.global_contrast else local
-        mbs, pos = micro_batches(st.train_items, local, cfg.micro_batch_size, st.pad_id, cfg.share_prompt)
-        z = kto_reference_point(st.policy, st.train_items, idx, cfg, st.pad_id, acc) if "kl" in LOSSES[cfg.loss].needs else None
-        n_tok = st.n_tokens[loss_idx] if "n_tokens" in LOSSES[cfg.loss].needs else None
-        fn = lambda lp, li=loss_idx, z=z, n=n_tok: batch_loss(cfg, lp, li, st.train_items, st.reference, st.embeddings, n, z)
-        records.append(contrast_step(st.policy, mbs, pos, fn, acc, cfg.global_contrast, scale, sync=a == accum - 1))
-        tokens += sum(len(s["input_ids"]) for i in idx for s in st.train_items.groups[i])   # every process's: all know idx
+        rec, n = _contrast_batch(st, step * accum + a, scale, sync=a == accum - 1)
+        records.append(rec); tokens += n
     if acc.num_processes > 1 and not cfg.global_contrast:   # each process its own loss: a batch skipped anywhere is skipped everywhere
         flags = acc.reduce(torch.stack([r["skipped"] for r in records]), "sum")   # (the scaler's scale must stay the same on all)
         for r, f in zip(records, flags): r["skipped"] = (f > 0).float()
@@ -128,6 +135,7 @@ def _bar_postfix(rec: dict) -> dict:
     return dict(loss=f"{rec['loss']:.4f}", margin=f"{rec.get('rewards/margins', 0):.3f}", acc=f"{rec.get('rewards/accuracies', 0):.2f}",
                 step=f"{rec['step_time']:.2f}s", tok_s=f"{rec['tokens_per_s']:.0f}", mem=f"{mem / 1024:.1f}G")
 
+# %% ../nbs/14_train.ipynb #4329c675
 def train_stage(cfg: RunConfig, accelerator, tokenizer, data: dict, out: Path, stage: str = "pref",
                 adapter: str | Path | None = None, resume: bool = False, predicted: dict | None = None) -> dict:
     "Train one stage ('sft' or 'pref') into out/adapter; returns the held-out metrics before and after."

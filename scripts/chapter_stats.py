@@ -10,11 +10,13 @@ cell counts as tested when such a cell comes before the next exported cell. A ch
 imports) is not counted as an export. Modules are ordered as their chapters.
 """
 import ast, json, re, statistics, subprocess, sys
+import yaml
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 TEST = re.compile(r"\btest_(eq|close|fail|ne)\(|^\s*assert\b", re.M)
 EXPORT = re.compile(r"^#\| exports?\b", re.M)
+NOISE = re.compile(r"\d+%\|.*\||it/s\]|s/it\]|Loading weights|Loading checkpoint shards|Converting and de-quantizing|Skipping publisher trust|Setting accelerator to CPU")
 
 
 def read(path: str, ref: str | None) -> str:
@@ -48,7 +50,17 @@ def chapter(nb: dict) -> dict:
             else: pending, run = True, code_lines(s)
             longest = max(longest, run)
         elif pending and TEST.search(s): tested, pending, run = tested + 1, False, 0
-    return {"cells": len(cells), "exports": max(len(exports) - 1, 0), "median": statistics.median(sizes), "largest": max(sizes),
+    # a first reading stops at the first "## Reference" section (the book's marker for plumbing a reader may skip)
+    ref_at = next((i for i, (src, t) in enumerate(cells) if t == "markdown" and re.match(r"##+ Reference", src)), len(cells))
+    first = cells[:ref_at]
+    first_minutes = sum(len(s.split()) for s, t in first if t == "markdown") / 230 + \
+        sum(code_lines(s) for s, t in first if t == "code" and not s.startswith("#| hide") and "google.colab" not in s) / 12
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    noise = sum(bool(NOISE.search("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))))
+                or "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
+    return {"first_minutes": first_minutes, "noise": noise, "figures": sum("image/png" in o.get("data", {}) for o in outputs),
+            "sizes": sizes if exports[1:] else [],
+            "cells": len(cells), "exports": max(len(exports) - 1, 0), "median": statistics.median(sizes), "largest": max(sizes),
             "tested": tested, "untested_run": longest, "minutes": words / 230 + sum(map(code_lines, seen)) / 12,
             "module": next((m.group(1) for s, _ in cells if (m := re.search(r"^#\| default_exp (\w+)", s, re.M))), None)}
 
@@ -74,14 +86,26 @@ def main(ref: str | None):
     print(f"## {'working tree' if ref is None else ref}\n")
     print("| chapter | cells | exported cells | lines per export: median / largest | exports tested before the next |"
           " longest untested run of exported lines | reading minutes |\n|---|---|---|---|---|---|---|")
-    total, order = 0.0, []
+    total, order, stats = 0.0, [], {}
     for path in listing("nbs", ".ipynb", ref):
-        c = chapter(json.loads(read(path, ref)))
+        c = stats[Path(path).stem] = chapter(json.loads(read(path, ref)))
         total += c["minutes"]
         if c["module"]: order.append(c["module"])
         print(f"| {Path(path).stem} | {c['cells']} | {c['exports']} | {c['median']:.0f} / {c['largest']} | {c['tested']} of "
               f"{c['exports']} | {c['untested_run']} | {c['minutes']:.0f} |")
-    print(f"\nthe book: {total:.0f} minutes ({total / 60:.1f} h)\n")
+    print(f"\nthe book: {total:.0f} minutes ({total / 60:.1f} h)")
+    sizes = [x for c in stats.values() for x in c["sizes"]]
+    print(f"exported cells: {len(sizes)}, median {statistics.median(sizes):.0f} lines, {sum(x > 40 for x in sizes)} over 40; "
+          f"stored noise outputs: {sum(c['noise'] for c in stats.values())}; figures: {sum(c['figures'] for c in stats.values())} "
+          f"({', '.join(k + ' ' + str(c['figures']) for k, c in stats.items() if c['figures'])})")
+    try: side = yaml.safe_load(read("nbs/sidebar.yml", ref))["website"]["sidebar"]["contents"]
+    except Exception: side = []
+    for sec in (x for x in side if isinstance(x, dict) and x.get("section") in ("Learn RPO", "Run it")):
+        nbs = [Path(p).stem for p in sec["contents"] if p.endswith(".ipynb") and Path(p).stem in stats]
+        print(f"route {sec['section']}: {len(nbs)} chapters, {sum(stats[n]['first_minutes'] for n in nbs):.0f} minutes to the "
+              f"reference sections ({sum(stats[n]['minutes'] for n in nbs):.0f} with them): " +
+              ", ".join(f"{n} {stats[n]['first_minutes']:.0f}" for n in nbs))
+    print()
     print("| module | lines | longest function | imports from the package |\n|---|---|---|---|")
     edges, backwards = 0, []
     for name in order:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Offline docs preview (Quarto cannot be installed everywhere): render every notebook as stored (they are committed
-# executed; scripts/execute_notebooks.py re-executes them) to HTML in _docs_preview/, open each page in headless
+# Offline docs preview (Quarto cannot be installed everywhere): nbdev's docs processing on a copy of the project, then
+# every processed page to HTML in _docs_preview/ with the routes as navigation; open each page in headless
 # Chromium and keep a screenshot beside it. The real site is built by `nbdev_docs` (.github/workflows/deploy.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."

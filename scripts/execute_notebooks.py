@@ -7,13 +7,36 @@ were executed from in nbs/_executed.json, so that a test can tell when a stored 
 Each notebook runs in a fresh kernel from nbs/, offline, with inline figures; then `nbdev_clean` strips the
 metadata (outputs stay). A notebook whose cell fails is not written, and the script says which cell.
 """
-import hashlib, json, os, subprocess, sys, time
+import hashlib, json, os, re, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 NBS = ROOT / "nbs"
 RECORD = NBS / "_executed.json"
 CI_SKIPS = ("#| cuda", "#| slow", "#| eval: false")   # flags of cells CI does not run (settings.ini tst_flags, eval: false)
+# what a stored output must not keep: loading and conversion bars (tqdm's, drawn even when nothing is slow) and the
+# kernels package's notice that it skipped a hub check because this machine is offline (a reader online never sees it),
+# and DeepSpeed's notice, on import, that it found no GPU
+NOISE = re.compile(r"^.*(?:\d+%\|.*\||it/s\]|s/it\]|Loading weights|Loading checkpoint shards|Converting and de-quantizing"
+                   r"|Skipping publisher trust check|real_accelerator\.py.*Setting accelerator to CPU).*$", re.M)
+
+
+def strip_noise(nb) -> int:
+    "Drop progress-bar displays and noise lines from `nb`'s stored outputs; how many outputs changed or went."
+    n = 0
+    for c in nb.cells:
+        keep = []
+        for o in c.get("outputs", []):
+            data = o.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data or NOISE.fullmatch("".join(data.get("text/plain", "")).strip() or "-"):
+                n += 1; continue
+            if o.get("output_type") == "stream" and NOISE.search(o.text):
+                n += 1
+                o.text = "".join(l for l in o.text.splitlines(keepends=True) if not NOISE.fullmatch(l.rstrip("\n")))
+                if not o.text.strip(): continue
+            keep.append(o)
+        if "outputs" in c: c.outputs = keep
+    return n
 
 
 def code_hash(nb: dict) -> str:
@@ -46,6 +69,7 @@ def execute(path: Path) -> float:
     try: NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(NBS)}}).execute()
     finally:
         for c in skip: c.cell_type, c.outputs, c.execution_count = "code", [], None
+    strip_noise(nb)
     nbformat.write(nb, path)
     return time.time() - t
 

@@ -52,8 +52,8 @@ VS_TRL = {"device": ["--config", "gpu", "--depths", "4,8", "--pairs", "32", "--o
 # chapters: on the device one wave, every chapter at once (16 cores, 80 GB; tiny models and the 135M stand-in);
 # on the dry run's two cores one at a time, each given what is left of the budget
 CHAPTER_WORKERS = {"device": len(CHAPTERS), "dry": 1}
-PART_NEEDS = {"vs_trl": ["trl", "datasets", "bitsandbytes", "peft"], "t4_recipe": ["bitsandbytes", "peft"],
-              "chapters": ["nbdev", "execnb", "fastcore", "IPython"], "fsdp": ["accelerate", "peft"]}   # from the preflight
+PART_NEEDS = {"vs_trl": ["trl", "datasets", "bitsandbytes", "peft", "fastcore"], "t4_recipe": ["bitsandbytes", "peft", "fastcore"],
+              "chapters": ["nbdev", "execnb", "fastcore", "IPython"], "fsdp": ["accelerate", "peft", "fastcore"]}   # from the preflight; rpo_nb needs fastcore
 MAX_OUT_FILES = 8   # what the device sends back
 T4_LAYERS = {"device": 32, "dry": 2}
 PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:", "--platform", "manylinux_2_28_x86_64",

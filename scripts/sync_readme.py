@@ -13,7 +13,7 @@ def render(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
         src = "".join(c["source"]).strip()
         if not src or re.search(r"^#\|\s*hide", src, re.M): continue
         if c["cell_type"] == "markdown":
-            src = re.sub(r"\]\((\d\d_\w+|index)\.ipynb\)", r"](nbs/\1.ipynb)", src)
+            src = re.sub(r"\]\((\w+)\.(ipynb|md)\)", r"](nbs/\1.\2)", src)
             parts.append(src.replace("](images/", "](nbs/images/"))   # the docs' local images, seen from the repository root
         elif c["cell_type"] == "code":
             code = "\n".join(l for l in src.splitlines() if not l.startswith("#|")).strip()

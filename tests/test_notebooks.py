@@ -1,6 +1,6 @@
 """The notebooks are committed executed: every chapter shows what it computes (values, tables, figures), no stored
 output is an error, and no stored output is older than the code it shows (scripts/execute_notebooks.py)."""
-import ast, importlib.util, json
+import ast, importlib.util, json, re
 from pathlib import Path
 
 import pytest
@@ -71,3 +71,32 @@ def test_every_cell_that_shows_something_kept_it(nb):
     if any(p in "".join(c["source"]) for c in visible for p in PLOTTING):
         images = [o for c in visible for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert images, f"{nb.name} draws figures but stores none"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_stored_output_is_noise(nb):
+    "No loading or conversion bar and no offline-only notice in what a page shows (execute_notebooks strips them)."
+    for k, c in enumerate(cells(nb)):
+        for o in c.get("outputs", []):
+            data = o.get("data", {})
+            text = "".join(o.get("text", "")) + "".join(data.get("text/plain", ""))
+            assert "application/vnd.jupyter.widget-view+json" not in data, f"{nb.name} code cell {k} stores a widget (a progress bar)"
+            assert not ex.NOISE.search(text), f"{nb.name} code cell {k} stores noise: {ex.NOISE.search(text).group(0)[:120]}"
+
+
+# words that should not appear on a project page (HH's red-team half is full of them): slurs, profanity, sexual and
+# self-harm terms. Matched as whole words, case-insensitive, in prose, code and stored outputs.
+UNSHOWABLE = re.compile(r"\b(?:fuck\w*|shit\w*|bitch\w*|cunt\w*|dick|dicks|cock|pussy|penis|vagina\w*|rap(?:e|ed|ist)|slut\w*|whore\w*"
+                        r"|nigg\w*|fag\w*|retard\w*|kike\w*|chink\w*|spic|tranny|porn\w*|suicid\w*|molest\w*|incest\w*|genocid\w*"
+                        r"|nazi\w*|kill (?:them|him|her|you|someone|people)|poison (?:someone|him|her|them))\b", re.I)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_page_shows_offensive_text(nb):
+    "Displayed samples come from a vetted harmless subset of prompts: every cell and stored output checked against a word list."
+    for k, c in enumerate(json.loads(nb.read_text())["cells"]):
+        texts = ["".join(c["source"])] + ["".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                                           + "".join(o.get("data", {}).get("text/markdown", "")) for o in c.get("outputs", [])]
+        for t in texts:
+            m = UNSHOWABLE.search(t)
+            assert not m, f"{nb.name} cell {k} shows {m.group(0)!r}: {t[max(0, m.start() - 80):m.end() + 80]!r}"
