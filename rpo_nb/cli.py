@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #828d4795
 from __future__ import annotations
-import argparse, contextlib, dataclasses, datetime, io, json, os, shutil, sys, warnings
+import argparse, contextlib, dataclasses, datetime, io, json, os, shutil, signal, sys, threading, warnings
 from pathlib import Path
 
 import torch
@@ -168,21 +168,30 @@ def _summary_line(cfg: RunConfig, results: dict) -> str:
     return (f"{final['loss']}: {final['steps']} steps on {final['train_items']} items; held-out accuracy {acc(final['before'])} → "
             f"{acc(final['after'])}, margin {margin(final['before'])} → {margin(final['after'])}; {data}; outputs in {out}")
 
+# %% ../nbs/20_cli.ipynb #f90a6642
 @contextlib.contextmanager
 def _quieted(quiet: bool):
-    "With `quiet`, what the block prints is held back: dropped when it ends well, printed when it raises (nothing hidden then)."
+    "With `quiet`, what the block prints is held back: dropped when it ends well, printed when it raises or is terminated."
     if not quiet: yield; return
     held, real = io.StringIO(), sys.stdout
     class Stream:   # a library may keep the stream it found (DeepSpeed's logger does): after the block it writes through
         def write(self, s): return (held if active else real).write(s)
         def flush(self): (held if active else real).flush()
         def __getattr__(self, name): return getattr(real, name)
+    def terminated(signum, frame):   # a launcher ends the other ranks with SIGTERM when one fails: show the log first
+        real.write(held.getvalue()); real.flush(); held.seek(0); held.truncate()
+        if callable(before): before(signum, frame)           # the handler that was there, then
+        elif before != signal.SIG_IGN: raise SystemExit(128 + signum)
+    main = threading.current_thread() is threading.main_thread()   # only the main thread may set a handler
+    before = signal.signal(signal.SIGTERM, terminated) if main else None
     active = True
     try:
         with contextlib.redirect_stdout(Stream()): yield
     except BaseException:
-        print(held.getvalue(), end=""); raise
-    finally: active = False
+        print(held.getvalue(), end="", flush=True); raise
+    finally:
+        active = False
+        if main: signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 # %% ../nbs/20_cli.ipynb #eccb5dd0
 def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
