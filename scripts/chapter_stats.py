@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 TEST = re.compile(r"\btest_(eq|close|fail|ne)\(|^\s*assert\b", re.M)
 EXPORT = re.compile(r"^#\| exports?\b", re.M)
-NOISE = re.compile(r"\d+%\|.*\||it/s\]|s/it\]|Loading weights|Loading checkpoint shards|Converting and de-quantizing|Skipping publisher trust|Setting accelerator to CPU")
+sys.path.insert(0, str(ROOT / "scripts"))
+from execute_notebooks import NOISE   # what the executed notebooks must not store: one definition
 
 
 def read(path: str, ref: str | None) -> str:
