@@ -110,26 +110,35 @@ def build_policy(model: str | Path, quantization: str = "auto", dtype: str | tor
 
 # %% ../nbs/07_logprobs.ipynb #ef79ce7e
 _PROBE = """
-import importlib, json, os, resource, sys
+import gc, importlib, json, os, sys
 mod, name, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 fn = getattr(importlib.import_module(mod), name)
+def peak(): return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+gc.collect()
+try:
+    with open("/proc/self/clear_refs", "w") as f: f.write("5")   # the peak restarts here: imports don't count
+except OSError: pass   # a kernel without clear_refs: the peak since start, imports included (an upper bound)
 with open("/proc/self/statm") as f: base = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 fn(*args)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20)
+print((peak() - base) / 2**20)
 """
 
 def peak_growth_mb(fn, *args, device: str | None = None) -> float:
-    "Peak memory growth on `device` while fn(*args) runs: CUDA peak allocated, or a fresh CPU process's peak RSS growth."
+    "Peak memory growth on `device` while fn(*args) runs: CUDA peak allocated, or (Linux) a fresh CPU process's peak RSS growth."
     device = str(device or default_device())
     if device.startswith("cuda"):
         torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device); base = torch.cuda.memory_allocated(device)
         fn(*args); torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    import json, subprocess, sys
+    import json, os, subprocess, sys
+    if not os.path.exists("/proc/self/status"):
+        raise RuntimeError("peak_growth_mb on a CPU reads Linux's /proc/self/status (VmHWM): not on this system")
     if fn.__module__ == "__main__": raise ValueError("peak_growth_mb needs an importable function, not one defined in __main__")
-    # a new interpreter, not fork (unsafe once PyTorch's thread pools run); fn must be importable, args JSON
+    # a new interpreter, not fork (unsafe once PyTorch's thread pools run); fn must be importable, args JSON.
+    # A fixed mmap threshold gives every block over 128 KB its own mapping, returned on free: the peak counts live
+    # memory, not what malloc's per-thread arenas happened to keep (which varies with threads and load)
     r = subprocess.run([sys.executable, "-c", _PROBE, fn.__module__, fn.__qualname__, json.dumps(args)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
     if r.returncode: raise RuntimeError(f"memory probe {fn.__qualname__} failed:\n{r.stderr[-2000:]}")
     return float(r.stdout.strip().splitlines()[-1])
 

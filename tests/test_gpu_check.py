@@ -74,7 +74,7 @@ def test_chapter_runner_kills_a_slow_chapter_with_its_children_and_keeps_the_oth
     assert r.returncode == 1
     res = {c["chapter"]: c for c in json.loads((tmp_path / "out.json").read_text())["chapters"]}
     assert res["good"]["ok"] and res["good"]["status"] == "ok"
-    assert res["slow"]["status"] == "timed out" and res["slow"]["wall_seconds"] < 25
+    assert res["slow"]["status"] == "timed out" and res["slow"]["wall_seconds"] < 60   # killed at its 15 s time-out (plus grace), not after its 600 s sleep
     assert pid.exists() and not alive(int(pid.read_text()))
 
 
