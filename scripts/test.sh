@@ -20,6 +20,8 @@ if [ "$before" != "$(tree_hash)" ]; then
   exit 1
 fi
 echo "== notebooks and module in sync"
-nbdev_test --n_workers "${NBDEV_WORKERS:-2}" --timing
+# one notebook at a time: two at once on two cores oversubscribe PyTorch's threads (the tutorial took 752 s beside the
+# from-scratch chapter, 171 s alone; all 25 notebooks take about 14 minutes in a row and 19 two at a time)
+nbdev_test --n_workers "${NBDEV_WORKERS:-1}" --timing
 echo "== nbdev_test passed"
 python -m pytest tests/ -q "$@"

@@ -193,7 +193,7 @@ def test_payload_holds_only_the_cuda13_bitsandbytes_library(payload):
 
 def test_dry_run_runs_every_part(payload, tmp_path):
     r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--payload", str(payload), "--work",
-                        str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT, timeout=420,
+                        str(tmp_path / "work")], capture_output=True, text=True, cwd=ROOT, timeout=600,
                        env=dict(ENV, PYTHON=sys.executable, GPU_CHECK_OUT=str(tmp_path / "out")))
     results = tmp_path / "work" / "results"
     assert (results / "gpu_check.json").exists(), (r.stdout + r.stderr)[-4000:]
