@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #828d4795
 from __future__ import annotations
-import argparse, contextlib, dataclasses, datetime, io, json, os, shutil, signal, sys, threading, warnings
+import argparse, contextlib, dataclasses, datetime, io, json, os, shutil, sys, warnings
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ __all__ = ['check_output_dir', 'deterministic_kernels', 'make_accelerator', 'che
 
 # %% ../nbs/20_cli.ipynb #86f5b55c
 _RUN_FILES = ("config.yaml", "data_report.json", "done.json", "eval.json", "eval_before.json", "metrics.jsonl",
-              "training_curves.png", "margins.png", "adapter", "checkpoints", "sft", "merged", "tensorboard")
+              "training_curves.png", "margins.png", "adapter", "checkpoints", "sft", "merged", "tensorboard", "run.log")
 # settings that change no weight: a resumed run may change them freely
 _RESUME_FREE = {"progress", "plots", "merge", "report_to", "eval_steps", "save_steps", "save_total_limit", "cache_dir",
                 "output_dir", "eval_batch_size"}
@@ -171,39 +171,51 @@ def _summary_line(cfg: RunConfig, results: dict) -> str:
 # %% ../nbs/20_cli.ipynb #f90a6642
 @contextlib.contextmanager
 def _quieted(quiet: bool):
-    "With `quiet`, what the block prints is held back: dropped when it ends well, printed when it raises or is terminated."
-    if not quiet: yield; return
-    held, real = io.StringIO(), sys.stdout
+    "With `quiet`, what the block prints is held back and shown only if it raises; `keep(path)` also writes it to a file."
+    if not quiet: yield lambda path: None; return
+    held, real, files = io.StringIO(), sys.stdout, []
+    def to_files(s: str):   # on disk as it is printed: a process killed from outside keeps its log
+        for f in list(files):
+            try: f.write(s); f.flush()
+            except (OSError, ValueError) as e:   # a full disk, a closed file: the run goes on, the log file stops
+                files.remove(f)
+                with contextlib.suppress(OSError): f.close()
+                warnings.warn(f"{f.name}: the run's log is no longer written there ({e})", stacklevel=3)
     class Stream:   # a library may keep the stream it found (DeepSpeed's logger does): after the block it writes through
-        def write(self, s): return (held if active else real).write(s)
+        def write(self, s):
+            if not active: return real.write(s)
+            to_files(s); return held.write(s)
         def flush(self): (held if active else real).flush()
         def __getattr__(self, name): return getattr(real, name)
-    def terminated(signum, frame):   # a launcher ends the other ranks with SIGTERM when one fails: show the log first
-        real.write(held.getvalue()); real.flush(); held.seek(0); held.truncate()
-        if callable(before): before(signum, frame)           # the handler that was there, then
-        elif before != signal.SIG_IGN: raise SystemExit(128 + signum)
-    main = threading.current_thread() is threading.main_thread()   # only the main thread may set a handler
-    before = signal.signal(signal.SIGTERM, terminated) if main else None
+    def keep(path: Path):   # appends: a resumed run's log follows the log of the run it resumes
+        resumed = path.exists() and path.stat().st_size > 0
+        files.append(open(path, "a", encoding="utf-8", errors="replace"))
+        to_files((f"== resumed {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M:%S} UTC\n" if resumed else "")
+                 + held.getvalue())
     active = True
     try:
-        with contextlib.redirect_stdout(Stream()): yield
+        with contextlib.redirect_stdout(Stream()): yield keep
     except BaseException:
-        print(held.getvalue(), end="", flush=True); raise
+        print(held.getvalue(), end="", flush=True)
+        if files: print(f"(this log is also in {files[0].name})", flush=True)
+        raise
     finally:
         active = False
-        if main: signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+        for f in files:
+            with contextlib.suppress(OSError): f.close()
 
 # %% ../nbs/20_cli.ipynb #eccb5dd0
 def run(cfg: RunConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> dict:
     "Train as configured (SFT, preference or both stages) and write everything to `cfg.output_dir`; `quiet`: one summary line."
     import transformers
-    with deterministic_kernels(cfg.deterministic), _quieted(quiet):   # from before the first GPU work to the end
+    with deterministic_kernels(cfg.deterministic), _quieted(quiet) as keep_log:   # from before the first GPU work to the end
         accelerator = make_accelerator(cfg)
         if quiet: cfg = dataclasses.replace(cfg, progress=False)   # one line, on a terminal too: no bars
         if not cfg.progress: transformers.utils.logging.disable_progress_bar()   # every bar from here on: the merge check's, the loader's
         state = check_output_dir(cfg, resume, overwrite)
         if cfg.merge: check_merge_first(cfg, accelerator)   # before training, not after it
         tokenizer, data = prepare_run(cfg, accelerator, state, overwrite)
+        if accelerator.is_main_process: keep_log(Path(cfg.output_dir) / "run.log")   # quiet: the log, on disk from here on
         out, results = Path(cfg.output_dir), {}
         predict = lambda stage, folder: (None if resume and (folder / "done.json").exists() else
                                          predict_stage_memory(cfg, data, accelerator, stage))

@@ -3,7 +3,7 @@
 #
 #   bash scripts/device_payload.sh            # first, where pip works: .device/ (about 17 MiB; git-ignored)
 #   bash scripts/gpu_check.sh                 # then on the GPU machine, with .device/ copied beside the repository
-#   bash scripts/gpu_check.sh --dry-run       # every part on this CPU at toy sizes, the device simulated (about 4 min)
+#   bash scripts/gpu_check.sh --dry-run       # every part on this CPU at toy sizes, the device simulated (about 3 min)
 #
 # It installs the payload's wheels (TRL, datasets, nbdev, bitsandbytes for CUDA 13, ...) with pip --no-index --no-deps
 # into a folder of its own on PYTHONPATH, builds random-weight stand-ins of SmolLM2-135M-Instruct, all-MiniLM-L6-v2 and a

