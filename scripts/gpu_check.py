@@ -33,8 +33,8 @@ chapters part runs two of the eight (13_stage, then 07_logprobs: about 45 s of i
 payload's nbdev and the JSON are what it checks, and the README's test command already runs every chapter on the CPU
 (all eight took 180 s here, over 300 s on CI's busy machine). The dry budgets are about twice what each part takes on
 an idle machine (vs_trl 72 of 150 s, t4_recipe 14 of 45, chapters 44 of 100, fsdp 27 of 70; CI's machine is up to 1.7
-times slower). Their sum (365 s) and the setup (about 25 s) fit within the deadline less the tail (400 s); parts that
-end early leave their time to the next. tests/test_gpu_check.py runs it.
+times slower). Their sum (365 s) and the setup (about 25 s) fit within the deadline less the tail (400 s), so no part
+is cut short by the deadline while the setup stays under 35 s. tests/test_gpu_check.py runs it.
 """
 import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 from datetime import datetime, timezone
